@@ -1,0 +1,41 @@
+# Two commands set up everything on a fresh Debian machine (Python 3.11):
+#   make train   -> venv + deps + Fashion-MNIST, then trains the default model
+#   make test    -> venv + deps + Fashion-MNIST, then runs the test suite
+# A second run installs nothing: the venv is keyed on a stamp of the requirement files.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.jaxssl-installed
+WORKDIR ?= workdirs/simclr_fmnist
+CONFIG  ?= experiments/configs/simclr_fmnist.py
+PYTEST_ARGS ?=
+
+.PHONY: setup dataset train test test-all bench clean
+
+setup: $(STAMP) dataset
+
+$(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+dataset:
+	@bash scripts/ensure_fashion_mnist.sh
+
+train: setup
+	$(VENV)/bin/jaxssl train --config $(CONFIG) --workdir $(WORKDIR)
+
+test: setup
+	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -n 2 -q -m "" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) workdirs .pytest_cache

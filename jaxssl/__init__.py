@@ -1,0 +1,6 @@
+"""jaxssl: self-supervised representation learning in JAX, with in-graph spectrum
+diagnostics and exact simulators of SSL learning dynamics."""
+
+__version__ = "0.1.0"
+
+from jaxssl import errors  # noqa: F401

@@ -1,0 +1,132 @@
+"""Meshes, shardings, multi-host initialisation and global-batch helpers.
+
+jaxssl uses JAX's own SPMD machinery: a `jax.sharding.Mesh` over all devices of all
+processes, `jax.jit` with `NamedSharding` for the train step (XLA inserts the
+collectives, so BatchNorm statistics and loss negatives are global automatically),
+and `jax.shard_map` where collectives are written by hand (losses with `axis_name`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxssl.errors import ConfigError
+
+DATA_AXIS = "data"
+MEMBER_AXIS = "member"
+
+
+def make_mesh(num_devices: int | None = None,
+              axis_names: Sequence[str] = (DATA_AXIS,),
+              shape: Sequence[int] | None = None,
+              devices: Sequence[Any] | None = None) -> Mesh:
+  """Builds a mesh over the first `num_devices` global devices (all by default).
+
+  Args:
+    num_devices: how many devices to use; defaults to all of `jax.devices()`.
+    axis_names: mesh axis names, e.g. ("data",) or ("member", "data").
+    shape: mesh shape; defaults to (num_devices,) for a 1-D mesh.
+    devices: explicit device list (overrides num_devices).
+  """
+  if devices is None:
+    all_devices = jax.devices()
+    n = len(all_devices) if num_devices is None else int(num_devices)
+    if n < 1 or n > len(all_devices):
+      raise ConfigError(
+          f"num_devices={num_devices} but {len(all_devices)} device(s) are available "
+          f"({jax.default_backend()}). Use a value in 1..{len(all_devices)}.")
+    devices = all_devices[:n]
+  n = len(devices)
+  if shape is None:
+    if len(axis_names) != 1:
+      raise ConfigError(f"mesh shape is required for a {len(axis_names)}-D mesh {tuple(axis_names)}")
+    shape = (n,)
+  if int(np.prod(shape)) != n:
+    raise ConfigError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, got {n}")
+  return Mesh(np.asarray(devices, dtype=object).reshape(tuple(shape)), tuple(axis_names))
+
+
+def batch_sharding(mesh: Mesh, axis: str | tuple[str, ...] = DATA_AXIS) -> NamedSharding:
+  """Sharding that splits the leading (batch) axis over `axis` and replicates the rest."""
+  return NamedSharding(mesh, P(axis))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Fully replicated sharding on `mesh`."""
+  return NamedSharding(mesh, P())
+
+
+def data_parallel_size(mesh: Mesh, axis: str = DATA_AXIS) -> int:
+  return int(mesh.shape[axis])
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh, axis: str = DATA_AXIS) -> None:
+  """Fails early, with a fix, when the global batch cannot be split evenly."""
+  n = data_parallel_size(mesh, axis)
+  if global_batch_size <= 0:
+    raise ConfigError(f"batch_size must be positive, got {global_batch_size}")
+  if global_batch_size % n:
+    lo = (global_batch_size // n) * n
+    hi = lo + n
+    raise ConfigError(
+        f"batch_size={global_batch_size} is not divisible by the {n} devices of mesh axis "
+        f"'{axis}'. Use a multiple of {n} (e.g. {lo or n} or {hi}), or run on fewer devices.")
+  if global_batch_size % jax.process_count():
+    raise ConfigError(
+        f"batch_size={global_batch_size} is not divisible by the {jax.process_count()} processes.")
+
+
+def host_local_batch_size(global_batch_size: int) -> int:
+  """Rows of the global batch that this process feeds."""
+  return global_batch_size // jax.process_count()
+
+
+def host_to_global(local: Any, mesh: Mesh, axis: str | tuple[str, ...] = DATA_AXIS) -> Any:
+  """Turns each process's local slice (a pytree of NumPy arrays) into global `jax.Array`s
+  sharded over the batch axis, via `jax.make_array_from_process_local_data`."""
+  sharding = batch_sharding(mesh, axis)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None,
+                           local_device_ids: Sequence[int] | None = None) -> bool:
+  """Starts JAX's multi-controller runtime when running multi-process.
+
+  Arguments fall back to the environment: JAXSSL_COORDINATOR, JAXSSL_NUM_PROCESSES,
+  JAXSSL_PROCESS_ID. With none of them set, `jax.distributed.initialize()` is called
+  with no arguments only where JAX can auto-detect the cluster (Cloud TPU pods, SLURM,
+  Open MPI); on a single machine nothing happens. Returns True if initialised.
+  """
+  coordinator_address = coordinator_address or os.environ.get("JAXSSL_COORDINATOR")
+  if num_processes is None and os.environ.get("JAXSSL_NUM_PROCESSES"):
+    num_processes = int(os.environ["JAXSSL_NUM_PROCESSES"])
+  if process_id is None and os.environ.get("JAXSSL_PROCESS_ID"):
+    process_id = int(os.environ["JAXSSL_PROCESS_ID"])
+  explicit = coordinator_address is not None or num_processes is not None or process_id is not None
+  if explicit:
+    if coordinator_address is None or num_processes is None or process_id is None:
+      raise ConfigError(
+          "multi-process training needs all of coordinator address, number of processes and "
+          f"process id; got coordinator={coordinator_address!r}, num_processes={num_processes!r}, "
+          f"process_id={process_id!r}.")
+    if not 0 <= process_id < num_processes:
+      raise ConfigError(f"process_id={process_id} must be in [0, {num_processes}).")
+    if num_processes == 1:
+      return False
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id,
+                               local_device_ids=local_device_ids)
+    return True
+  auto = ("SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1) or \
+         ("TPU_WORKER_HOSTNAMES" in os.environ and "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")) or \
+         ("OMPI_COMM_WORLD_SIZE" in os.environ and int(os.environ["OMPI_COMM_WORLD_SIZE"]) > 1)
+  if auto:
+    jax.distributed.initialize()
+    return True
+  return False
