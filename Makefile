@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.jaxssl-installed
 WORKDIR ?= workdirs/simclr_fmnist
-CONFIG  ?= experiments/configs/simclr_fmnist.py
+CONFIG  ?= experiments/configs/simclr.py
 PYTEST_ARGS ?=
 
 .PHONY: setup dataset train test test-all bench clean

@@ -1,0 +1,73 @@
+"""Shared pieces of the configs: `base_config(method, dataset)` returns a complete config
+that the per-method files adjust. Every field here is overridable on the command line:
+`--config.loss.temperature=0.2`."""
+import ml_collections
+
+# Paper recipes (PAPERS.md); the expected linear-probe accuracies are listed in each file.
+DATASETS = {
+    "fashion_mnist": dict(encoder="convnet_small", encoder_kwargs={}, augment="fmnist", image_size=28),
+    "cifar10": dict(encoder="resnet18", encoder_kwargs={"stem": "cifar"}, augment="simclr", image_size=32),
+    "cifar100": dict(encoder="resnet18", encoder_kwargs={"stem": "cifar"}, augment="simclr", image_size=32),
+    "stl10": dict(encoder="resnet18", encoder_kwargs={"stem": "cifar"}, augment="simclr", image_size=96),
+    "imagenet2012": dict(encoder="resnet50", encoder_kwargs={"stem": "imagenet"}, augment="simclr", image_size=224),
+}
+
+
+def base_config(method: str, dataset: str = "fashion_mnist") -> ml_collections.ConfigDict:
+  d = DATASETS[dataset]
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = method
+  c.data = ml_collections.ConfigDict(dict(
+      name=dataset, batch_size=256, augment=d["augment"], image_size=d["image_size"],
+      data_dir=ml_collections.FieldReference(None, field_type=str),
+      idx_dir=ml_collections.FieldReference(None, field_type=str)))
+  c.model = ml_collections.ConfigDict(dict(
+      encoder=d["encoder"], encoder_kwargs=dict(d["encoder_kwargs"]),
+      projector=dict(kind="mlp", hidden_dim=512, out_dim=128, num_layers=2),
+      predictor=dict(hidden_dim=512, num_layers=2)))
+  c.loss = ml_collections.ConfigDict()
+  c.optim = ml_collections.ConfigDict(dict(name="adamw", lr=1e-3, weight_decay=1e-6, momentum=0.9,
+                                           warmup_steps=100, schedule="cosine"))
+  c.ema = ml_collections.ConfigDict(dict(base=0.99, enabled=True))
+  c.predictor = ml_collections.ConfigDict(dict(decay=0.3, eps=0.01, freq=1, alpha=0.5))
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=2000, log_every=100, checkpoint_every=500, keep_checkpoints=3,
+      online_probe=True, probe_lr=1e-3, aug_stream=0, nonfinite_policy="stop", rollback_lr_factor=0.5))
+  c.eval = ml_collections.ConfigDict(dict(at_end=True, knn_k=(20, 200), knn_temperature=0.1,
+                                          probe_epochs=100, batch_size=1024, baselines=True))
+  c.mesh = ml_collections.ConfigDict(dict(num_devices=ml_collections.FieldReference(None, field_type=int)))
+  return c
+
+
+NUM_TRAIN = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000, "stl10": 105000,
+             "imagenet2012": 1281167}
+
+
+def set_epochs(c: ml_collections.ConfigDict, epochs: float) -> ml_collections.ConfigDict:
+  """num_steps from epochs; warm-up 10 epochs (capped at 10% of training), logs every ~1/50."""
+  steps = int(round(NUM_TRAIN[c.data.name] * epochs / c.data.batch_size))
+  c.train.num_steps = steps
+  c.optim.warmup_steps = int(min(10 * NUM_TRAIN[c.data.name] / c.data.batch_size, 0.1 * steps))
+  c.train.log_every = max(1, steps // 50)
+  c.train.checkpoint_every = max(1, steps // 10)
+  return c
+
+
+def lars(c, base_lr, weight_decay, batch_size):
+  """LARS with the linear scaling rule lr = base_lr * batch / 256."""
+  c.data.batch_size = batch_size
+  c.optim.name = "lars"
+  c.optim.lr = base_lr * batch_size / 256
+  c.optim.weight_decay = weight_decay
+  return c
+
+
+def fmnist_cpu(c, steps=2000):
+  """CPU-sized Fashion-MNIST settings: small ConvNet, AdamW, ~minutes on 2 cores."""
+  c.train.num_steps = steps
+  c.optim.warmup_steps = min(100, steps // 10)
+  c.train.log_every = max(1, steps // 20)
+  c.train.checkpoint_every = max(1, steps // 4)
+  c.eval.probe_epochs = 100
+  return c

@@ -1,0 +1,100 @@
+"""`jaxssl` command line.
+
+  jaxssl train --config experiments/configs/simclr_fmnist.py [--config.a.b=v ...] --workdir DIR [--resume]
+  jaxssl eval  --workdir DIR
+  jaxssl plot  --workdir DIR
+  jaxssl sweep --config CFG --sweep 'loss.temperature=0.1,0.2' [--sweep ...] --workdir DIR
+
+Multi-host: pass --coordinator HOST:PORT --num-processes N --process-id I (or the
+JAXSSL_COORDINATOR / JAXSSL_NUM_PROCESSES / JAXSSL_PROCESS_ID environment variables);
+on Cloud TPU pods and SLURM the cluster is detected automatically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from jaxssl.errors import JaxsslError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics, plots)")
+  p.add_argument("--coordinator", default=None, help="multi-host: coordinator address host:port")
+  p.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
+  p.add_argument("--process-id", type=int, default=None, help="multi-host: this process's id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="jaxssl", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  t = sub.add_parser("train", help="train a model from a config file")
+  t.add_argument("--config", required=True, help="experiments/configs/<name>.py")
+  t.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+  t.add_argument("--no-eval", action="store_true", help="skip kNN / linear-probe evaluation at the end")
+  _common(t)
+  e = sub.add_parser("eval", help="kNN and linear-probe evaluation of the latest checkpoint")
+  _common(e)
+  e.add_argument("--no-baselines", action="store_true", help="skip raw-pixel and random-init baselines")
+  pl = sub.add_parser("plot", help="spectrum and training-curve PNGs from a run's metrics")
+  pl.add_argument("--workdir", required=True)
+  s = sub.add_parser("sweep", help="train the Cartesian product of hyperparameters in one vmapped program")
+  s.add_argument("--config", required=True)
+  s.add_argument("--sweep", action="append", default=[], help="'field=v1,v2,...' (repeatable)")
+  s.add_argument("--resume", action="store_true")
+  s.add_argument("--no-eval", action="store_true")
+  _common(s)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  # --config.a.b=v overrides are ours, not argparse's.
+  overrides = [a for a in argv if a.startswith("--config.")]
+  rest = [a for a in argv if not a.startswith("--config.")]
+  args = build_parser().parse_args(rest)
+  try:
+    return _run(args, overrides)
+  except JaxsslError as e:
+    print(f"jaxssl {args.command}: error: {e}", file=sys.stderr)
+    return 2
+
+
+def _run(args, overrides) -> int:
+  from jaxssl import parallel
+  if args.command != "plot":
+    parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+  if args.command == "train":
+    from jaxssl import config as config_lib
+    from jaxssl import train
+    cfg = config_lib.load_config(args.config, overrides)
+    summary = train.train(cfg, args.workdir, resume=args.resume, evaluate_at_end=not args.no_eval)
+    if "interrupted" in summary:
+      return 0
+    if "eval" in summary:
+      from jaxssl import evaluate
+      print(evaluate.format_results(summary["eval"]))
+    return 0
+  if args.command == "eval":
+    from jaxssl import evaluate
+    res = evaluate.evaluate_workdir(args.workdir, baselines=not args.no_baselines)
+    print(evaluate.format_results(res))
+    return 0
+  if args.command == "plot":
+    from jaxssl import plots
+    for path in plots.plot_workdir(args.workdir):
+      print(path)
+    return 0
+  if args.command == "sweep":
+    from jaxssl import config as config_lib
+    from jaxssl import sweep
+    cfg = config_lib.load_config(args.config, overrides)
+    sweep.run_sweep(cfg, args.sweep, args.workdir, resume=args.resume, evaluate_at_end=not args.no_eval)
+    return 0
+  return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

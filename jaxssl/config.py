@@ -1,0 +1,186 @@
+"""One config system: ml_collections `get_config()` files plus `--config.a.b=value` overrides.
+
+Configs are Python files in `experiments/configs/` that define `get_config()` (as in
+big_vision). `load_config(path, overrides)` imports the file, applies overrides with
+type checking, and validates the result, raising `ConfigError` that names the field
+*before* anything is compiled.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import math
+import os
+import sys
+from typing import Any, Iterable, Sequence
+
+import ml_collections
+
+from jaxssl.errors import ConfigError
+
+
+def _import_config_file(path: str) -> ml_collections.ConfigDict:
+  """Imports `path` (or `path:arg`, big_vision style) and returns `get_config([arg])`."""
+  arg = None
+  if ":" in os.path.basename(path):
+    path, arg = path.rsplit(":", 1)
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist. Pick one of experiments/configs/*.py.")
+  spec = importlib.util.spec_from_file_location("jaxssl_user_config", path)
+  module = importlib.util.module_from_spec(spec)
+  # Config files may import their siblings (e.g. `import common`), as in big_vision.
+  config_dir = os.path.dirname(os.path.abspath(path))
+  sys.path.insert(0, config_dir)
+  try:
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+  finally:
+    sys.path.remove(config_dir)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path!r} has no get_config() function.")
+  cfg = module.get_config(arg) if arg is not None else module.get_config()
+  if not isinstance(cfg, ml_collections.ConfigDict):
+    cfg = ml_collections.ConfigDict(cfg)
+  return cfg
+
+
+def _parse_value(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    low = text.lower()
+    if low in ("true", "false"):
+      return low == "true"
+    if low in ("none", "null"):
+      return None
+    return text  # a bare string, e.g. --config.method=byol
+
+
+def _resolve(cfg: ml_collections.ConfigDict, dotted: str) -> tuple[ml_collections.ConfigDict, str]:
+  parts = dotted.split(".")
+  node = cfg
+  for i, part in enumerate(parts[:-1]):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      hint = difflib.get_close_matches(part, keys, n=3)
+      raise ConfigError(f"unknown config field 'config.{'.'.join(parts[:i + 1])}'"
+                        + (f"; did you mean {', '.join(hint)}?" if hint else f"; known here: {sorted(keys)}"))
+    node = node[part]
+  leaf = parts[-1]
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+    hint = difflib.get_close_matches(leaf, keys, n=3)
+    raise ConfigError(f"unknown config field 'config.{dotted}'"
+                      + (f"; did you mean {', '.join('config.' + '.'.join(parts[:-1] + [h]) for h in hint)}?"
+                         if hint else f"; known fields at this level: {sorted(keys)}"))
+  return node, leaf
+
+
+def set_field(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+  """Sets `cfg.<dotted> = value`, with the type check of the existing field."""
+  node, leaf = _resolve(cfg, dotted)
+  old = node[leaf]
+  if old is not None and value is not None and not isinstance(old, ml_collections.ConfigDict):
+    if isinstance(old, bool) != isinstance(value, bool) and not isinstance(value, str):
+      raise ConfigError(f"config.{dotted} expects {type(old).__name__} (current value {old!r}), got {value!r}")
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    elif isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
+      value = type(old)(value)
+    elif isinstance(old, str) and not isinstance(value, str):
+      value = str(value)
+    elif type(old) is not type(value):
+      raise ConfigError(f"config.{dotted} expects {type(old).__name__} (current value {old!r}), "
+                        f"got {type(value).__name__} {value!r}")
+  try:
+    with node.unlocked() if hasattr(node, "unlocked") else _null():
+      node[leaf] = value
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.{dotted}: cannot set {value!r}: {e}") from None
+
+
+class _null:
+  def __enter__(self): return self
+  def __exit__(self, *a): return False
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+  """Applies `config.a.b=value` (or `a.b=value`) strings."""
+  for item in overrides:
+    item = item[2:] if item.startswith("--") else item
+    if "=" not in item:
+      raise ConfigError(f"override {item!r} must look like --config.field=value")
+    key, text = item.split("=", 1)
+    key = key[len("config."):] if key.startswith("config.") else key
+    set_field(cfg, key, _parse_value(text))
+  return cfg
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  cfg = _import_config_file(path)
+  apply_overrides(cfg, overrides)
+  validate_config(cfg)
+  return cfg
+
+
+def to_json(cfg: ml_collections.ConfigDict) -> str:
+  return cfg.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(_tuples(json.loads(text)))
+
+
+def _tuples(x):
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x
+
+
+def _positive(cfg, dotted: str, *, allow_zero: bool = False) -> None:
+  node, leaf = _resolve(cfg, dotted)
+  v = node[leaf]
+  if v is None:
+    return
+  if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+    raise ConfigError(f"config.{dotted} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
+
+
+def validate_config(cfg: ml_collections.ConfigDict) -> None:
+  """Checks a training config; every problem is reported by field name, before compiling."""
+  from jaxssl import methods  # local import: methods imports models/losses
+  for section in ("data", "model", "loss", "optim", "train"):
+    if section not in cfg:
+      raise ConfigError(f"config has no '{section}' section; see experiments/configs/simclr_fmnist.py")
+  spec = methods.get_method(cfg.method)
+  for key in ("temperature", "t", "gamma", "sim", "var", "cov", "lambd"):
+    if key in cfg.loss:
+      _positive(cfg, f"loss.{key}", allow_zero=key in ("sim", "var", "cov", "lambd"))
+  if "alpha" in cfg.loss and cfg.loss.alpha is not None and not 0 < cfg.loss.alpha <= 1:
+    raise ConfigError(f"config.loss.alpha must be in (0, 1], got {cfg.loss.alpha!r}")
+  if spec.loss == "kcl":
+    from jaxssl import losses
+    known = getattr(losses, "KCL_KERNELS", None)
+    if known is not None and cfg.loss.get("kernel", "gaussian") not in known:
+      raise ConfigError(f"config.loss.kernel={cfg.loss.kernel!r} is not a known kernel; use one of {sorted(known)}")
+  _positive(cfg, "optim.lr")
+  _positive(cfg, "optim.weight_decay", allow_zero=True)
+  if cfg.optim.name not in ("sgd", "lars", "adamw"):
+    raise ConfigError(f"config.optim.name={cfg.optim.name!r}; use one of 'sgd', 'lars', 'adamw'")
+  _positive(cfg, "data.batch_size")
+  if not isinstance(cfg.data.batch_size, int):
+    raise ConfigError(f"config.data.batch_size must be an int, got {cfg.data.batch_size!r}")
+  _positive(cfg, "train.num_steps")
+  _positive(cfg, "train.log_every")
+  _positive(cfg, "train.checkpoint_every")
+  if "ema" in cfg and cfg.ema.get("base") is not None and not 0 <= cfg.ema.base <= 1:
+    raise ConfigError(f"config.ema.base must be in [0, 1], got {cfg.ema.base!r}")
+  if cfg.train.get("nonfinite_policy", "stop") not in ("stop", "skip", "rollback"):
+    raise ConfigError(f"config.train.nonfinite_policy={cfg.train.nonfinite_policy!r}; "
+                      "use 'stop', 'skip' or 'rollback'")
+  from jaxssl import data as data_lib
+  data_lib.dataset_info(cfg.data.name)  # unknown dataset -> ConfigError listing the known ones
+  methods.validate_method_config(cfg, spec)

@@ -1,0 +1,103 @@
+"""Run logs: `metrics.jsonl` (one JSON record per logged step), TensorBoard events, progress bar."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  out = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        try:
+          out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill -9: ignore it
+          pass
+  return out
+
+
+class MetricLogger:
+  """Appends records to metrics.jsonl and scalars to TensorBoard (process 0 only).
+
+  On resume, records at or after the resume step are dropped first, so that the file
+  describes exactly one trajectory.
+  """
+
+  def __init__(self, workdir: str, *, resume_step: int = 0, tensorboard: bool = True):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not self.enabled:
+      return
+    if resume_step and os.path.exists(self.path):
+      keep = [r for r in read_metrics(workdir) if r.get("step", 0) < resume_step]
+      with open(self.path + ".tmp", "w") as f:
+        for r in keep:
+          f.write(json.dumps(r) + "\n")
+      os.replace(self.path + ".tmp", self.path)
+    elif not resume_step and os.path.exists(self.path):
+      os.remove(self.path)
+    self._f = open(self.path, "a")
+    if tensorboard:
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      except ImportError:  # pragma: no cover
+        self._tb = None
+
+  def write(self, record: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    self._f.write(json.dumps(_jsonable(record)) + "\n")
+    self._f.flush()
+    if self._tb is not None:
+      step = int(record["step"])
+      for k, v in record.items():
+        if k != "step" and np.ndim(v) == 0 and isinstance(v, (int, float, np.number)):
+          self._tb.add_scalar(k, float(v), step)
+        elif k.startswith("spectrum") and len(v):
+          self._tb.add_histogram(k + "_log10", np.log10(np.maximum(np.asarray(v), 1e-12)), step)
+      self._tb.flush()
+
+  def close(self) -> None:
+    if not self.enabled:
+      return
+    self._f.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _jsonable(x):
+  if isinstance(x, Mapping):
+    return {k: _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.generic,)):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  return x
+
+
+class _NoBar:
+  def update(self, n=1): pass
+  def set_postfix(self, **kw): pass
+  def close(self): pass
+
+
+def progress(total: int, initial: int = 0):
+  """A tqdm bar on process 0 (silent under JAXSSL_QUIET=1 or on other processes)."""
+  if jax.process_index() != 0 or os.environ.get("JAXSSL_QUIET") == "1":
+    return _NoBar()
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr, desc="train")
