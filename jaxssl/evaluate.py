@@ -1,0 +1,344 @@
+"""Evaluation of frozen representations: feature extraction, weighted kNN, linear probe.
+
+* `extract_features`: a jitted forward over fixed-size batches (the last one padded, so one
+  compilation), optionally data-parallel over a mesh.
+* `knn_accuracy`: the weighted kNN classifier of Wu et al. 2018 (InstDisc) as used by
+  solo-learn: cosine similarity of L2-normalised features, the top-k training neighbours vote
+  for their class with weight exp(sim / T). Several k in one pass.
+* `linear_probe`: multinomial logistic regression on standardised frozen features, trained
+  with AdamW + cosine decay; each epoch is one `lax.scan` over shuffled minibatches.
+
+Accuracies are fractions in [0, 1].
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxssl.errors import ConfigError, DataError
+
+# --------------------------------------------------------------------------- features
+
+
+def extract_features(apply_fn: Callable[[jax.Array], jax.Array], images: np.ndarray, *,
+                     batch_size: int, mesh: Mesh | None = None) -> np.ndarray:
+  """Features `apply_fn(x)` [N, D] float32 of `images` [N, H, W, C].
+
+  `images` may be uint8 (converted to float32 in [0, 1] on the device) or float in [0, 1].
+  `apply_fn` maps float32 images [B, H, W, C] to [B, D]. It is jitted once for a batch of
+  exactly `batch_size` (the last batch is zero-padded) and reused. With `mesh`, each batch is
+  split over all mesh axes (`batch_size` must then divide by the number of devices).
+  """
+  images = np.asarray(images)
+  if images.ndim != 4:
+    raise DataError(f"extract_features expects images [N, H, W, C], got shape {images.shape}")
+  batch_size = int(batch_size)
+  if batch_size < 1:
+    raise ConfigError(f"batch_size must be positive, got {batch_size}")
+  n = len(images)
+  sharding = None
+  if mesh is not None:
+    ndev = int(np.prod(list(mesh.shape.values())))
+    if batch_size % ndev:
+      raise ConfigError(f"batch_size={batch_size} is not divisible by the {ndev} devices of the mesh; "
+                        f"use a multiple of {ndev}.")
+    sharding = NamedSharding(mesh, P(tuple(mesh.axis_names)))
+  is_int = np.issubdtype(images.dtype, np.integer)
+
+  @jax.jit
+  def fwd(x):
+    x = x.astype(jnp.float32) / 255.0 if is_int else x.astype(jnp.float32)
+    y = apply_fn(x)
+    if y.ndim != 2:
+      raise DataError(f"apply_fn must return [batch, dim] features, got shape {y.shape}")
+    return y.astype(jnp.float32)
+
+  outs = []
+  for start in range(0, n, batch_size):
+    xb = images[start:start + batch_size]
+    m = len(xb)
+    if m < batch_size:
+      xb = np.concatenate([xb, np.zeros((batch_size - m,) + xb.shape[1:], xb.dtype)])
+    xb = jax.device_put(xb, sharding) if sharding is not None else jnp.asarray(xb)
+    outs.append((fwd(xb), m))          # dispatch asynchronously; fetch at the end
+  if not outs:
+    raise DataError("extract_features got no images")
+  return np.concatenate([np.asarray(jax.device_get(y))[:m] for y, m in outs], axis=0)
+
+
+# --------------------------------------------------------------------------- kNN
+
+
+def _l2n(x: jax.Array) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@functools.partial(jax.jit, static_argnames=("ks", "num_classes"))
+def _knn_chunk(train_n: jax.Array, train_labels: jax.Array, test_chunk: jax.Array, *,
+               ks: tuple[int, ...], temperature: jax.Array, num_classes: int) -> jax.Array:
+  """Predictions [len(ks), C] for a chunk of normalised test features."""
+  sims = jnp.dot(test_chunk, train_n.T, precision=jax.lax.Precision.HIGHEST)   # [C, N]
+  top_sims, top_idx = jax.lax.top_k(sims, max(ks))                             # descending
+  weights = jnp.exp(top_sims / temperature)                                    # [C, kmax]
+  onehot = jax.nn.one_hot(train_labels[top_idx], num_classes, dtype=jnp.float32)  # [C, kmax, L]
+  votes = jnp.cumsum(weights[..., None] * onehot, axis=1)                      # [C, kmax, L]
+  per_k = votes[:, jnp.asarray(ks) - 1, :]                                     # [C, len(ks), L]
+  return jnp.argmax(per_k, axis=-1).T                                          # [len(ks), C]
+
+
+def knn_predict(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray, *,
+                ks: Sequence[int] = (200,), temperature: float = 0.1, num_classes: int,
+                chunk_size: int = 256) -> dict[int, np.ndarray]:
+  """Weighted-kNN class predictions {k: [N_test] int} (see `knn_accuracy`)."""
+  train_feats = np.asarray(train_feats, np.float32)
+  test_feats = np.asarray(test_feats, np.float32)
+  train_labels = np.asarray(train_labels)
+  ks = tuple(int(k) for k in ks)
+  if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
+    raise DataError(f"kNN needs features [N, D] with the same D, got {train_feats.shape} and "
+                    f"{test_feats.shape}")
+  if len(train_labels) != len(train_feats):
+    raise DataError(f"{len(train_labels)} train labels for {len(train_feats)} train features")
+  if not ks or min(ks) < 1 or max(ks) > len(train_feats):
+    raise ConfigError(f"k must be in 1..{len(train_feats)} (the number of training points), got {ks}")
+  if not temperature > 0:
+    raise ConfigError(f"kNN temperature must be > 0, got {temperature}")
+  if int(num_classes) < 1 or train_labels.min() < 0 or train_labels.max() >= int(num_classes):
+    raise DataError(f"labels must lie in [0, num_classes={num_classes})")
+  train_n = _l2n(jnp.asarray(train_feats))
+  tl = jnp.asarray(train_labels, jnp.int32)
+  test_n = np.asarray(_l2n(jnp.asarray(test_feats)))
+  n = len(test_n)
+  chunk = max(1, min(int(chunk_size), n))
+  preds = []
+  for s in range(0, n, chunk):
+    c = test_n[s:s + chunk]
+    m = len(c)
+    if m < chunk:
+      c = np.concatenate([c, np.zeros((chunk - m, c.shape[1]), np.float32)])
+    preds.append((_knn_chunk(train_n, tl, jnp.asarray(c), ks=ks,
+                             temperature=jnp.float32(temperature), num_classes=int(num_classes)), m))
+  out = np.concatenate([np.asarray(p)[:, :m] for p, m in preds], axis=1)
+  return {k: out[i] for i, k in enumerate(ks)}
+
+
+def knn_accuracy(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray,
+                 test_labels: np.ndarray, *, k: int = 200, temperature: float = 0.1,
+                 num_classes: int, ks: Sequence[int] | None = None,
+                 chunk_size: int = 256) -> float | dict[int, float]:
+  """Weighted kNN accuracy (InstDisc / solo-learn).
+
+  Cosine similarity of L2-normalised features; each of the k most similar training points
+  votes for its class with weight exp(sim / temperature); the class with the largest total
+  wins. Test points are processed in chunks of `chunk_size` (memory chunk_size x N_train).
+
+  Returns a float for `k`, or {k: accuracy} for every k in `ks` when `ks` is given (one pass).
+  """
+  test_labels = np.asarray(test_labels)
+  if len(test_labels) != len(test_feats):
+    raise DataError(f"{len(test_labels)} test labels for {len(test_feats)} test features")
+  want = tuple(ks) if ks is not None else (k,)
+  preds = knn_predict(train_feats, train_labels, test_feats, ks=want, temperature=temperature,
+                      num_classes=num_classes, chunk_size=chunk_size)
+  acc = {kk: float(np.mean(p == test_labels)) for kk, p in preds.items()}
+  return acc if ks is not None else acc[int(k)]
+
+
+# --------------------------------------------------------------------------- linear probe
+
+
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "num_classes"))
+def _train_probe(x: jax.Array, y: jax.Array, key: jax.Array, *, epochs: int, batch_size: int,
+                 num_classes: int, lr: jax.Array, weight_decay: jax.Array):
+  n, d = x.shape
+  steps_per_epoch = n // batch_size
+  total = epochs * steps_per_epoch
+  sched = optax.cosine_decay_schedule(1.0, total)
+  tx = optax.adamw(lambda s: lr * sched(s), weight_decay=weight_decay)
+  params = {"w": jnp.zeros((d, num_classes), jnp.float32), "b": jnp.zeros((num_classes,), jnp.float32)}
+  opt = tx.init(params)
+
+  def loss_fn(p, xb, yb):
+    logits = xb @ p["w"] + p["b"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+  def step(carry, idx):
+    p, o = carry
+    loss, g = jax.value_and_grad(loss_fn)(p, x[idx], y[idx])
+    upd, o = tx.update(g, o, p)
+    return (optax.apply_updates(p, upd), o), loss
+
+  def epoch(carry, k):
+    perm = jax.random.permutation(k, n)[: steps_per_epoch * batch_size]
+    carry, losses = jax.lax.scan(step, carry, perm.reshape(steps_per_epoch, batch_size))
+    return carry, losses.mean()
+
+  (params, _), losses = jax.lax.scan(epoch, (params, opt), jax.random.split(key, epochs))
+  return params, losses
+
+
+@jax.jit
+def _probe_accuracy(params, x, y):
+  pred = jnp.argmax(x @ params["w"] + params["b"], axis=-1)
+  return jnp.mean((pred == y).astype(jnp.float32))
+
+
+def linear_probe(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray,
+                 test_labels: np.ndarray, *, num_classes: int, epochs: int = 100,
+                 batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 5e-4,
+                 seed: int = 0) -> dict[str, float]:
+  """Linear classifier on frozen features: {"test_accuracy", "train_accuracy", "train_loss"}.
+
+  Features are standardised with the training mean and std (std floored at 1e-6 x the largest
+  std, so constant features stay ~0). A linear layer (zero-initialised) is trained with
+  softmax cross-entropy and AdamW (`lr`, decoupled `weight_decay`), learning rate cosine-decayed
+  to 0 over `epochs` passes of shuffled minibatches of `batch_size` (the remainder of each
+  shuffled epoch is dropped). The whole run is one compiled program.
+  """
+  xtr = np.asarray(train_feats, np.float32)
+  xte = np.asarray(test_feats, np.float32)
+  ytr = np.asarray(train_labels)
+  yte = np.asarray(test_labels)
+  if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
+    raise DataError(f"linear_probe needs features [N, D] with the same D, got {xtr.shape}, {xte.shape}")
+  if len(ytr) != len(xtr) or len(yte) != len(xte):
+    raise DataError("linear_probe: the number of labels and features differ")
+  if int(num_classes) < 2 or ytr.min() < 0 or ytr.max() >= int(num_classes):
+    raise DataError(f"labels must lie in [0, num_classes={num_classes}) with num_classes >= 2")
+  if int(epochs) < 1 or not lr > 0 or weight_decay < 0:
+    raise ConfigError(f"linear_probe needs epochs >= 1, lr > 0, weight_decay >= 0; got "
+                      f"{epochs}, {lr}, {weight_decay}")
+  if not np.all(np.isfinite(xtr)) or not np.all(np.isfinite(xte)):
+    raise DataError("linear_probe: features contain NaN or Inf")
+  bs = max(1, min(int(batch_size), len(xtr)))
+  mean = xtr.mean(0, dtype=np.float64)
+  std = xtr.std(0, dtype=np.float64)
+  std = np.maximum(std, 1e-6 * max(float(std.max()), 1e-30))
+  xtr_s = jnp.asarray(((xtr - mean) / std).astype(np.float32))
+  xte_s = jnp.asarray(((xte - mean) / std).astype(np.float32))
+  ytr_j, yte_j = jnp.asarray(ytr, jnp.int32), jnp.asarray(yte, jnp.int32)
+  params, losses = _train_probe(xtr_s, ytr_j, jax.random.PRNGKey(seed), epochs=int(epochs),
+                                batch_size=bs, num_classes=int(num_classes),
+                                lr=jnp.float32(lr), weight_decay=jnp.float32(weight_decay))
+  return {"test_accuracy": float(_probe_accuracy(params, xte_s, yte_j)),
+          "train_accuracy": float(_probe_accuracy(params, xtr_s, ytr_j)),
+          "train_loss": float(losses[-1])}
+
+
+# --------------------------------------------------------------------------- run-level evaluation
+
+def _load_run(workdir: str):
+  """(cfg, setup, state) of the latest complete checkpoint in `workdir`."""
+  import os
+  import jax
+  from jaxssl import checkpoint as ckpt_lib
+  from jaxssl import config as config_lib
+  from jaxssl import train
+  from jaxssl.errors import ConfigError
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ConfigError(f"{workdir!r} is not a jaxssl run directory (no config.json); "
+                      "pass the --workdir of a `jaxssl train` run.")
+  with open(path) as f:
+    cfg = config_lib.from_json(f.read())
+  setup, state = train.build(cfg, jax.random.PRNGKey(cfg.seed))
+  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                             fingerprint=ckpt_lib.fingerprint(cfg, state))
+  restored = ck.restore_latest(state)
+  if restored is None:
+    raise ConfigError(f"no complete checkpoint in {workdir}/checkpoints to evaluate.")
+  return cfg, setup, restored[0]
+
+
+def representation_metrics(z: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  """Uniformity (-L_unif, t=2), tolerance and effective rank of embeddings (Wang & Liu; Koromilas)."""
+  from jaxssl import diagnostics
+  z = jnp.asarray(z)
+  return {"uniformity": float(-diagnostics.uniformity(z, t=2.0)),
+          "tolerance": float(diagnostics.tolerance(z, jnp.asarray(labels))),
+          "effective_rank": float(diagnostics.effective_rank(diagnostics.spectrum(z)))}
+
+
+def evaluate_features(train_feats, train_labels, test_feats, test_labels, *, num_classes: int,
+                      ks=(20, 200), knn_temperature: float = 0.1, probe_epochs: int = 100,
+                      seed: int = 0) -> dict[str, float]:
+  """Weighted kNN (each k) and linear-probe test accuracy (percent) of fixed features."""
+  knn = knn_accuracy(train_feats, train_labels, test_feats, test_labels, ks=tuple(ks),
+                     temperature=knn_temperature, num_classes=num_classes)
+  lin = linear_probe(train_feats, train_labels, test_feats, test_labels, num_classes=num_classes,
+                     epochs=probe_epochs, seed=seed)
+  out = {f"knn_{k}": 100.0 * float(v) for k, v in dict(knn).items()}
+  out["linear_probe"] = 100.0 * float(lin["test_accuracy"])
+  return out
+
+
+def evaluate_workdir(workdir: str, *, cfg=None, setup=None, state=None,
+                     baselines: bool | None = None) -> dict:
+  """kNN + linear probe of a run's backbone features on train -> test, plus representation
+  metrics of z and r on the test set, and (optionally) raw-pixel and random-init baselines.
+
+  Writes `eval.json` in the workdir and returns the same dict (accuracies in percent).
+  """
+  import json
+  import os
+  import jax
+  from jaxssl import data as data_lib
+  from jaxssl import train
+  if cfg is None or setup is None or state is None:
+    cfg, setup, state = _load_run(workdir)
+  ec = cfg.get("eval", {})
+  baselines = ec.get("baselines", True) if baselines is None else baselines
+  info = data_lib.dataset_info(cfg.data.name)
+  kw = dict(data_dir=cfg.data.get("data_dir"), idx_dir=cfg.data.get("idx_dir"))
+  train_split = "train" if info.name == "stl10" else info.train_split
+  xtr, ytr = data_lib.load_arrays(cfg.data.name, train_split, **kw)
+  xte, yte = data_lib.load_arrays(cfg.data.name, info.test_split, **kw)
+  bs = int(ec.get("batch_size", 1024))
+  opts = dict(num_classes=info.num_classes, ks=tuple(ec.get("knn_k", (20, 200))),
+              knn_temperature=float(ec.get("knn_temperature", 0.1)),
+              probe_epochs=int(ec.get("probe_epochs", 100)), seed=int(cfg.seed))
+
+  def heads_fn(st):
+    def f(x):
+      out, _ = train.forward(setup, st.params, st.batch_stats, x, train=False)
+      return jnp.concatenate([out["r"], out["z"]], axis=-1)
+    return jax.jit(f)
+
+  def run(st):
+    ftr = extract_features(heads_fn(st), xtr, batch_size=bs)
+    fte = extract_features(heads_fn(st), xte, batch_size=bs)
+    fdim = setup.feature_dim
+    res = evaluate_features(ftr[:, :fdim], ytr, fte[:, :fdim], yte, **opts)
+    n = min(len(fte), 5000)
+    res.update({f"{k}_r": v for k, v in representation_metrics(fte[:n, :fdim], yte[:n]).items()})
+    res.update({f"{k}_z": v for k, v in representation_metrics(fte[:n, fdim:], yte[:n]).items()})
+    return res
+
+  results = {"step": int(jax.device_get(state.step)), "model": run(state)}
+  if baselines:
+    raw_tr = xtr.reshape(len(xtr), -1).astype(np.float32) / 255.0
+    raw_te = xte.reshape(len(xte), -1).astype(np.float32) / 255.0
+    results["raw_pixels"] = evaluate_features(raw_tr, ytr, raw_te, yte, **opts)
+    _, random_state = train.build(cfg, jax.random.PRNGKey(cfg.seed + 10_000))
+    results["random_init"] = run(random_state)
+  with open(os.path.join(workdir, "eval.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  return results
+
+
+def format_results(results: dict) -> str:
+  """A small table: rows = model / baselines, columns = linear probe and kNN accuracies."""
+  rows = [(name, r) for name, r in results.items() if isinstance(r, dict)]
+  cols = [c for c in ("linear_probe", "knn_200", "knn_20") if any(c in r for _, r in rows)]
+  head = f"{'':14s}" + "".join(f"{c:>14s}" for c in cols)
+  lines = [f"evaluation at step {results.get('step')} (test accuracy, %)", head]
+  for name, r in rows:
+    lines.append(f"{name:14s}" + "".join(f"{r.get(c, float('nan')):14.2f}" for c in cols))
+  return "\n".join(lines)
