@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.jaxssl-installed
 WORKDIR ?= workdirs/simclr_fmnist
 CONFIG  ?= experiments/configs/simclr.py
 PYTEST_ARGS ?=
+TRAIN_ARGS ?=
 
 .PHONY: setup dataset train test test-all bench clean
 
@@ -24,8 +25,10 @@ $(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 dataset:
 	@bash scripts/ensure_fashion_mnist.sh
 
+# A second `make train` continues (or just re-evaluates) the run in $(WORKDIR).
 train: setup
-	$(VENV)/bin/jaxssl train --config $(CONFIG) --workdir $(WORKDIR)
+	$(VENV)/bin/jaxssl train --config $(CONFIG) --workdir $(WORKDIR) \
+	  $$(ls $(WORKDIR)/checkpoints 2>/dev/null | grep -qx "[0-9]*" && echo --resume) $(TRAIN_ARGS)
 
 test: setup
 	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)

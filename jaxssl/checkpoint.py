@@ -93,12 +93,27 @@ class Checkpointer:
         raise
       except Exception as e:  # corrupt or partial files
         errors.append(f"step {step}: {type(e).__name__}: {e}")
+        moved = self._quarantine(step)
         warnings.warn(f"checkpoint {self.directory}/{step} is unreadable ({type(e).__name__}: {e}); "
-                      "falling back to the previous checkpoint.", RuntimeWarning, stacklevel=2)
+                      f"moved it to {moved} and falling back to the previous checkpoint.",
+                      RuntimeWarning, stacklevel=2)
     if steps:
       raise CheckpointError(f"no readable checkpoint in {self.directory}; tried steps {steps}:\n  "
                             + "\n  ".join(errors))
     return None
+
+  def _quarantine(self, step: int) -> str:
+    """Renames an unreadable checkpoint out of the way (kept for inspection), so that the
+    resumed run can write a good checkpoint at that step again."""
+    src = os.path.join(self.directory, str(step))
+    dst = f"{src}.corrupt"
+    n = 1
+    while os.path.exists(dst):
+      dst, n = f"{src}.corrupt{n}", n + 1
+    if jax.process_index() == 0 and os.path.exists(src):
+      os.rename(src, dst)
+    self._mngr.reload()
+    return dst
 
   def close(self) -> None:
     self._mngr.close()

@@ -1,6 +1,6 @@
 """`jaxssl` command line.
 
-  jaxssl train --config experiments/configs/simclr_fmnist.py [--config.a.b=v ...] --workdir DIR [--resume]
+  jaxssl train --config experiments/configs/simclr.py [--config.a.b=v ...] --workdir DIR [--resume]
   jaxssl eval  --workdir DIR
   jaxssl plot  --workdir DIR
   jaxssl sweep --config CFG --sweep 'loss.temperature=0.1,0.2' [--sweep ...] --workdir DIR

@@ -154,7 +154,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   from jaxssl import methods  # local import: methods imports models/losses
   for section in ("data", "model", "loss", "optim", "train"):
     if section not in cfg:
-      raise ConfigError(f"config has no '{section}' section; see experiments/configs/simclr_fmnist.py")
+      raise ConfigError(f"config has no '{section}' section; see experiments/configs/simclr.py")
   spec = methods.get_method(cfg.method)
   for key in ("temperature", "t", "gamma", "sim", "var", "cov", "lambd"):
     if key in cfg.loss:
@@ -163,8 +163,8 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.loss.alpha must be in (0, 1], got {cfg.loss.alpha!r}")
   if spec.loss == "kcl":
     from jaxssl import losses
-    known = getattr(losses, "KCL_KERNELS", None)
-    if known is not None and cfg.loss.get("kernel", "gaussian") not in known:
+    known = losses.KERNEL_NAMES
+    if cfg.loss.get("kernel", "gaussian") not in known:
       raise ConfigError(f"config.loss.kernel={cfg.loss.kernel!r} is not a known kernel; use one of {sorted(known)}")
   _positive(cfg, "optim.lr")
   _positive(cfg, "optim.weight_decay", allow_zero=True)

@@ -541,6 +541,17 @@ def _read_split(name: str, split: str, data_dir: str, info: DatasetInfo) -> tupl
   return images, labels
 
 
+def check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
+  """DataError unless every label is in [0, num_classes) (or UNLABELLED = -1)."""
+  labels = np.asarray(labels)
+  bad = (labels >= num_classes) | ((labels < 0) & (labels != UNLABELLED))
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise DataError(f"{what}: label {int(labels[i])} at index {i} is outside [0, {num_classes}) "
+                    f"({int(bad.sum())} such labels); the dataset does not match its {num_classes}-class "
+                    "definition. Check the data files or config.data.name.")
+
+
 def load_arrays(name: str, split: str, *, data_dir: str | None = None,
                 idx_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
   """A whole split in host memory, read through tfds: (uint8 [N, H, W, C], int32 [N]).
@@ -577,6 +588,7 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
     labels.append(y)
   images = images[0] if len(images) == 1 else np.concatenate(images)
   labels = labels[0] if len(labels) == 1 else np.concatenate(labels)
+  check_labels(labels, info.num_classes, f"{name}/{split} in {dd}")
   if name == "fashion_mnist" and split in FMNIST_COUNTS:
     n = FMNIST_COUNTS[split]
     counts = np.bincount(labels, minlength=10)

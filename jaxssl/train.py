@@ -473,7 +473,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
   """Trains `cfg` in `workdir`: checkpoints, metrics.jsonl, TensorBoard, plots, evaluation.
 
   With `members` (a list of {config field: value}, see `jaxssl.sweep`), trains all of
-  them at once with the vmapped step. Returns a summary dict.
+  them at once with the vmapped step. Returns a summary dict: "step", "last" (the last
+  logged metrics), "state" (the final `TrainState`; stacked over members in a sweep),
+  and "eval" / "member_results" when evaluating, or "interrupted" (the signal's name).
   """
   from jaxssl import checkpoint as ckpt_lib
   from jaxssl import config as config_lib
@@ -580,12 +582,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
           name = signal.Signals(stop.signum).name
           _log(f"\n{name} received: stopped after step {step}; checkpoint saved in "
                f"{workdir}/checkpoints. Continue with --resume.")
-          return {"step": step, "interrupted": name, "last": last}
+          return {"step": step, "interrupted": name, "last": last, "state": state}
   finally:
     bar.close()
     ckpt.wait()
     logger.close()
-  summary: dict[str, Any] = {"step": step, "last": last}
+  summary: dict[str, Any] = {"step": step, "last": last, "state": state}
   try:
     from jaxssl import plots
     plots.plot_workdir(workdir)

@@ -1,0 +1,346 @@
+"""Reliability: pre-emption, exact resume, kill -9, corrupt checkpoints, numerical faults,
+multi-host, and every row of docs/errors.md (bad input -> the documented message)."""
+import gzip
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from jaxssl import checkpoint as ckpt_lib
+from jaxssl import config as config_lib
+from jaxssl import data as data_lib
+from jaxssl import evaluate, losses, parallel, train
+from jaxssl.errors import CheckpointError, ConfigError, DataError, NumericalError
+from _tiny import random_batch, tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+needs_fmnist = pytest.mark.skipif(not os.path.exists(os.path.join(FMNIST_DIR, "train-images-idx3-ubyte.gz")),
+                                  reason="dataset-fashion-mnist not installed")
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
+
+
+def _assert_bitwise(a, b):
+  la, lb = _leaves(a), _leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    assert x.dtype == y.dtype and x.shape == y.shape
+    np.testing.assert_array_equal(x, y)
+
+
+def _restore(workdir, cfg):
+  _, state = train.build(cfg, jax.random.PRNGKey(cfg.seed))
+  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  return ck.restore(ck.latest_step(), state)
+
+
+class _SignalAt:
+  """A BatchIterator that sends `signum` to this process when batch `at` is fetched."""
+
+  def __init__(self, monkeypatch, at, signum=signal.SIGTERM):
+    real = data_lib.BatchIterator
+    outer = self
+    self.fired = False
+
+    class It(real):
+      def __next__(self):
+        if self.step == at and not outer.fired:
+          outer.fired = True
+          os.kill(os.getpid(), signum)
+        return super().__next__()
+    monkeypatch.setattr(data_lib, "BatchIterator", It)
+
+
+# --------------------------------------------------------------------------- pre-emption / resume
+
+@needs_fmnist
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_and_resume_is_bitwise_identical(tmp_path, monkeypatch, capsys, signum):
+  cfg = tiny_config("byol", steps=6, **{"train.checkpoint_every": 4})
+  ref = train.train(cfg, str(tmp_path / "ref"))
+  with monkeypatch.context() as m:
+    _SignalAt(m, at=3, signum=signum)
+    out = train.train(cfg, str(tmp_path / "run"))
+  assert out["interrupted"] == signal.Signals(signum).name and out["step"] == 4
+  assert "received: stopped after step 4" in capsys.readouterr().out
+  ck = ckpt_lib.Checkpointer(str(tmp_path / "run" / "checkpoints"))
+  assert ck.all_steps() == [4]
+  assert ck.read_meta(4)["data_position"] == 4
+  resumed = train.train(cfg, str(tmp_path / "run"), resume=True)
+  assert resumed["step"] == 6
+  _assert_bitwise(resumed["state"], ref["state"])
+  # metrics.jsonl has each logged step exactly once after the resume
+  steps = [json.loads(l)["step"] for l in open(tmp_path / "run" / "metrics.jsonl")]
+  assert steps == sorted(set(steps))
+
+
+@needs_fmnist
+def test_corrupt_latest_checkpoint_falls_back_with_warning_and_stays_exact(tmp_path):
+  cfg = tiny_config("simclr", steps=4, **{"train.checkpoint_every": 2})
+  ref = train.train(cfg, str(tmp_path / "ref"))
+  wd = tmp_path / "run"
+  train.train(cfg, str(wd))
+  # Corrupt step 4: truncate every file of its state item.
+  for root, _, files in os.walk(wd / "checkpoints" / "4" / "state"):
+    for f in files:
+      open(os.path.join(root, f), "wb").close()
+  with pytest.warns(RuntimeWarning, match="unreadable"):
+    out = train.train(cfg, str(wd), resume=True)
+  assert out["step"] == 4
+  assert os.path.isdir(wd / "checkpoints" / "4.corrupt")
+  _assert_bitwise(out["state"], ref["state"])
+  # All checkpoints unreadable: a clear error, never a silent restart at step 0.
+  for step in ("2", "4"):
+    for root, _, files in os.walk(wd / "checkpoints" / step / "state"):
+      for f in files:
+        open(os.path.join(root, f), "wb").close()
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+      train.train(cfg, str(wd), resume=True)
+
+
+def _cli(*args, env=None):
+  return [sys.executable, "-m", "jaxssl.cli", *args]
+
+
+def _env(**extra):
+  env = dict(os.environ)
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+@needs_fmnist
+def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
+  steps = 300
+  overrides = [f"--config.train.num_steps={steps}", "--config.train.checkpoint_every=20",
+               "--config.train.log_every=50"]
+  wd = tmp_path / "run"
+  cmd = _cli("train", "--config", os.path.join(REPO, "tests", "tiny_config.py:simclr"), *overrides,
+             "--workdir", str(wd), "--no-eval")
+  proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  ck_dir = wd / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if ck_dir.is_dir() and any(d.isdigit() for d in os.listdir(ck_dir)):
+      break
+    time.sleep(0.05)
+  time.sleep(random.Random(os.getpid()).uniform(0.0, 0.3))   # a random moment mid-run
+  proc.kill()                                                  # SIGKILL: no handler runs
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
+  done = ckpt_lib.Checkpointer(str(ck_dir)).all_steps()
+  assert done and done[-1] < steps, done
+  res = subprocess.run(cmd + ["--resume"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+  assert f"resumed from step {done[-1]}" in res.stdout
+  cfg = tiny_config("simclr", **{"train.num_steps": steps, "train.checkpoint_every": 20,
+                                 "train.log_every": 50})
+  ref = train.train(cfg, str(tmp_path / "ref"))
+  resumed, meta = _restore(str(wd), cfg)
+  assert meta["step"] == steps
+  _assert_bitwise(resumed, ref["state"])
+
+
+# --------------------------------------------------------------------------- numerical faults
+
+@needs_fmnist
+def test_nan_stops_with_step_and_metric_and_keeps_last_good_checkpoint(tmp_path):
+  cfg = tiny_config("simclr", steps=6, **{"optim.name": "sgd", "optim.lr": 1e36,
+                                          "train.checkpoint_every": 1})
+  with pytest.raises(NumericalError, match=r"non-finite (loss|gradient) at step \d+") as e:
+    train.train(cfg, str(tmp_path))
+  bad_step = int(str(e.value).split("at step ")[1].split()[0])
+  assert 0 < bad_step < 6
+  ck = ckpt_lib.Checkpointer(str(tmp_path / "checkpoints"))
+  assert ck.latest_step() == bad_step        # the state *before* the bad step
+  state, _ = _restore(str(tmp_path), cfg)
+  assert all(np.isfinite(x).all() for x in _leaves(state.params))
+
+
+@needs_fmnist
+def test_nan_skip_policy_keeps_state_finite(tmp_path):
+  cfg = tiny_config("simclr", steps=6, **{"optim.name": "sgd", "optim.lr": 1e36,
+                                          "train.nonfinite_policy": "skip"})
+  out = train.train(cfg, str(tmp_path))
+  recs = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert any(not r["loss_finite"] or not r["grad_finite"] for r in recs)
+  assert all(np.isfinite(x).all() for x in _leaves(out["state"].params))
+
+
+@needs_fmnist
+def test_nan_rollback_policy_restores_and_lowers_lr(tmp_path, capsys):
+  cfg = tiny_config("simclr", steps=6, **{"optim.name": "sgd", "optim.lr": 1e36,
+                                          "train.checkpoint_every": 1, "train.nonfinite_policy": "rollback",
+                                          "train.rollback_lr_factor": 1e-38})
+  out = train.train(cfg, str(tmp_path))
+  assert out["step"] == 6
+  assert "rolled back to step" in capsys.readouterr().out
+  np.testing.assert_allclose(float(out["state"].hparams["lr"]), 1e-2, rtol=1e-3)
+  assert all(np.isfinite(x).all() for x in _leaves(out["state"].params))
+
+
+# --------------------------------------------------------------------------- multi-host
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@needs_fmnist
+def test_two_processes_match_one_process(tmp_path):
+  """2 processes x 4 CPU devices (localhost coordinator, gloo) == 1 process x 8 devices."""
+  port = _free_port()
+  overrides = ["--config.train.num_steps=3", "--config.train.checkpoint_every=3"]
+  env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  procs = []
+  for pid in range(2):
+    cmd = _cli("train", "--config", os.path.join(REPO, "tests", "tiny_config.py:byol"), *overrides,
+               "--workdir", str(tmp_path / "mh"), "--no-eval", "--coordinator", f"localhost:{port}",
+               "--num-processes", "2", "--process-id", str(pid))
+    procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True))
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+  cfg = tiny_config("byol", **{"train.num_steps": 3, "train.checkpoint_every": 3})
+  ref = train.train(cfg, str(tmp_path / "single"))      # 1 process, 8 devices, same global batch
+  state, meta = _restore(str(tmp_path / "mh"), cfg)
+  assert meta["step"] == 3
+  for a, b in zip(_leaves(state.params), _leaves(ref["state"].params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_initialize_distributed_needs_all_three_settings(monkeypatch):
+  for k in ("JAXSSL_COORDINATOR", "JAXSSL_NUM_PROCESSES", "JAXSSL_PROCESS_ID"):
+    monkeypatch.delenv(k, raising=False)
+  with pytest.raises(ConfigError, match="coordinator address, number of processes and process id"):
+    parallel.initialize_distributed("localhost:1234", None, None)
+  with pytest.raises(ConfigError, match=r"process_id=3 must be in \[0, 2\)"):
+    parallel.initialize_distributed("localhost:1234", 2, 3)
+  assert parallel.initialize_distributed() is False     # single machine: nothing to do
+
+
+# --------------------------------------------------------------------------- docs/errors.md rows
+
+def _load(*overrides):
+  return config_lib.load_config(os.path.join(REPO, "experiments", "configs", "simclr.py"), list(overrides))
+
+
+def test_error_unknown_method():
+  with pytest.raises(ConfigError, match="unknown method 'simclrr'; known methods: .*simclr"):
+    _load("--config.method=simclrr")
+
+
+def test_error_unknown_loss():
+  with pytest.raises(ConfigError, match="unknown loss 'ntxent'; known losses: .*nt_xent"):
+    losses.get_loss("ntxent")
+
+
+def test_error_unknown_kernel():
+  with pytest.raises(ConfigError, match="config.loss.kernel='rbf' is not a known kernel"):
+    config_lib.load_config(os.path.join(REPO, "experiments", "configs", "kcl.py"), ["--config.loss.kernel=rbf"])
+
+
+@pytest.mark.parametrize("tau", ["0", "-0.5"])
+def test_error_nonpositive_temperature(tau):
+  with pytest.raises(ConfigError, match=r"config.loss.temperature must be > 0"):
+    _load(f"--config.loss.temperature={tau}")
+  import jax.numpy as jnp
+  with pytest.raises(ConfigError, match="temperature"):
+    losses.nt_xent(jnp.ones((4, 3)), jnp.ones((4, 3)), temperature=float(tau))
+
+
+def test_error_batch_not_divisible_by_devices():
+  mesh = parallel.make_mesh(8)
+  with pytest.raises(ConfigError, match="batch_size=12 is not divisible by the 8 devices.*e.g. 8 or 16"):
+    parallel.check_batch_divisible(12, mesh)
+
+
+def test_error_missing_dataset(tmp_path):
+  with pytest.raises(DataError, match="IDX"):
+    data_lib.prepare_fashion_mnist(idx_dir=str(tmp_path / "nowhere"), data_dir=str(tmp_path / "tfds"))
+
+
+@needs_fmnist
+def test_error_corrupt_dataset(tmp_path):
+  idx = tmp_path / "idx"
+  shutil.copytree(FMNIST_DIR, idx)
+  with gzip.open(idx / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+    f.write(b"\x00\x00\x08\x01" + (10000).to_bytes(4, "big") + b"\x01" * 100)   # truncated
+  with pytest.raises(DataError, match="t10k-labels"):
+    data_lib.prepare_fashion_mnist(idx_dir=str(idx), data_dir=str(tmp_path / "tfds"))
+
+
+def test_error_image_shape_mismatch():
+  cfg = tiny_config("simclr")
+  cfg.model.encoder_kwargs = {"widths": (4, 8), "strides": (2, 2), "in_channels": 3}
+  setup, _ = train.build(cfg)
+  with pytest.raises(ConfigError, match="in_channels=3 but dataset 'fashion_mnist' has 1-channel images"):
+    train._check_shapes(setup)
+  setup, state = train.build(tiny_config("simclr"))
+  with pytest.raises(DataError, match="built for in_channels=1 but got images of shape"):
+    jax.jit(train.make_train_step(setup))(state, random_batch(16, shape=(32, 32, 3)), jax.random.PRNGKey(0))
+
+
+def test_error_labels_out_of_range():
+  with pytest.raises(DataError, match=r"label 10 at index 2 is outside \[0, 10\)"):
+    data_lib.check_labels(np.array([0, 9, 10, -1]), 10, "x")
+  x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+  y = np.arange(20) % 3
+  with pytest.raises(DataError, match="labels must lie in"):
+    evaluate.linear_probe(x, y + 1, x, y, num_classes=3)
+
+
+def test_error_resume_nonexistent_workdir(tmp_path):
+  with pytest.raises(ConfigError, match="--resume given but workdir .* does not exist"):
+    train.train(tiny_config("simclr"), str(tmp_path / "missing"), resume=True)
+
+
+def test_error_unknown_override_field_and_wrong_type():
+  with pytest.raises(ConfigError, match=r"unknown config field 'config.loss.temprature'; did you mean config.loss.temperature"):
+    _load("--config.loss.temprature=0.2")
+  with pytest.raises(ConfigError, match="config.data.batch_size"):
+    _load("--config.data.batch_size=abc")
+
+
+def test_error_checkpoint_from_a_different_model(tmp_path):
+  cfg = tiny_config("simclr")
+  _, state = train.build(cfg)
+  ck = ckpt_lib.Checkpointer(str(tmp_path), fingerprint=ckpt_lib.fingerprint(cfg, state))
+  ck.save(1, state, {"step": 1})
+  ck.wait()
+  other = tiny_config("simclr", **{"model.projector.out_dim": 16})
+  _, other_state = train.build(other)
+  ck2 = ckpt_lib.Checkpointer(str(tmp_path), fingerprint=ckpt_lib.fingerprint(other, other_state))
+  with pytest.raises(CheckpointError, match="belongs to a different model.*projector"):
+    ck2.restore_latest(other_state)
+
+
+def test_error_workdir_with_checkpoints_needs_resume(tmp_path):
+  cfg = tiny_config("simclr")
+  _, state = train.build(cfg)
+  ck = ckpt_lib.Checkpointer(str(tmp_path / "checkpoints"), fingerprint=ckpt_lib.fingerprint(cfg, state))
+  ck.save(1, state, {"step": 1})
+  ck.wait()
+  with pytest.raises(ConfigError, match="already has checkpoints"):
+    train.train(cfg, str(tmp_path))
+
+
+def test_errors_md_lists_every_tested_row():
+  text = open(os.path.join(REPO, "docs", "errors.md")).read()
+  for name in [n for n in globals() if n.startswith("test_error_")]:
+    assert f"`{name}`" in text, f"docs/errors.md has no row for {name}"
