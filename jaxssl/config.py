@@ -178,6 +178,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _positive(cfg, "train.checkpoint_every")
   if "ema" in cfg and cfg.ema.get("base") is not None and not 0 <= cfg.ema.base <= 1:
     raise ConfigError(f"config.ema.base must be in [0, 1], got {cfg.ema.base!r}")
+  _positive(cfg, "train.rollback_lr_factor") if "rollback_lr_factor" in cfg.train else None
+  if "rollback_lr_factor" in cfg.train and not cfg.train.rollback_lr_factor < 1:
+    raise ConfigError(f"config.train.rollback_lr_factor must be in (0, 1), got {cfg.train.rollback_lr_factor!r}")
   if cfg.train.get("nonfinite_policy", "stop") not in ("stop", "skip", "rollback"):
     raise ConfigError(f"config.train.nonfinite_policy={cfg.train.nonfinite_policy!r}; "
                       "use 'stop', 'skip' or 'rollback'")

@@ -66,7 +66,10 @@ class MetricLogger:
         if k != "step" and np.ndim(v) == 0 and isinstance(v, (int, float, np.number)):
           self._tb.add_scalar(k, float(v), step)
         elif k.startswith("spectrum") and len(v):
-          self._tb.add_histogram(k + "_log10", np.log10(np.maximum(np.asarray(v), 1e-12)), step)
+          eig = np.asarray(v, np.float64)
+          eig = eig[np.isfinite(eig)]   # a diverged step logs NaNs: keep them out of the histogram
+          if eig.size:
+            self._tb.add_histogram(k + "_log10", np.log10(np.maximum(eig, 1e-12)), step)
       self._tb.flush()
 
   def close(self) -> None:

@@ -144,12 +144,13 @@ class SSLNet(nnx.Module):
     self.projector = models.build_head(kind, feat, out_dim, rngs=rngs, **proj_kwargs)
     self.embed_dim = out_dim
     self.feature_dim = feat
-    self.predictor = None
+    predictor = None
     if spec.predictor == "mlp":
       pc = dict(mc.get("predictor", {}) or {})
-      self.predictor = models.build_head("mlp", out_dim, out_dim, rngs=rngs, **pc)
+      predictor = models.build_head("mlp", out_dim, out_dim, rngs=rngs, **pc)
     elif spec.predictor == "linear":
-      self.predictor = models.LinearPredictor(out_dim, rngs=rngs, bias=False)
+      predictor = models.LinearPredictor(out_dim, rngs=rngs, bias=False)
+    self.predictor = nnx.data(predictor)
 
   def __call__(self, x):
     r = self.encoder(x)            # [B, F]

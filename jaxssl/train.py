@@ -271,7 +271,7 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, Mapping[str, jax.Arra
   def step_fn(state: TrainState, batch: Mapping[str, jax.Array], key: jax.Array):
     images, labels = batch["image"], batch["label"]        # [B, H, W, C] uint8, [B]
     hp = state.hparams
-    k_aug, = jax.random.split(key, 1)
+    k_aug = key   # the per-step key (fold_in(root, step)) drives the augmentations
     v1, v2 = augment.make_views(k_aug, images, setup.view_cfgs)   # [B, h, w, C] float32
 
     target1 = target2 = None
@@ -541,6 +541,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
   t0, n0 = time.time(), start_step
   bar = logging_utils.progress(total, start_step)
   step = start_step
+  rollback_attempt, failed_at = 0, -1
   try:
     with _StopRequested() as stop:
       while step < total:
@@ -558,7 +559,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
                   f"training stopped. The last good checkpoint (step {ckpt.latest_step()}) is intact in "
                   f"{workdir}/checkpoints. Lower config.optim.lr, or set "
                   "config.train.nonfinite_policy='skip'" + ("" if members else " or 'rollback'") + ".")
-            state, step = _rollback(ckpt, state, mesh, cfg, bad, step)
+            # Consecutive failures (no step completed beyond the failing one) go further back.
+            rollback_attempt = rollback_attempt + 1 if step - 1 <= failed_at else 1
+            failed_at = max(failed_at, step - 1)
+            state, step = _rollback(ckpt, state, mesh, cfg, bad, step, rollback_attempt)
             it = make_iter(start_step=step)
             continue
         if (step - 1) % log_every == 0 or step == total:
@@ -650,16 +654,34 @@ def _finish_members(cfg, setup, state, members, workdir, mesh, do_eval):
   return results
 
 
-def _rollback(ckpt, state, mesh, cfg, bad, step):
+def _rollback(ckpt, state, mesh, cfg, bad: str, step: int, attempt: int):
+  """Restores an earlier checkpoint and lowers the learning rate (policy 'rollback').
+
+  A divergence often shows one step late: the checkpoint written just before the
+  non-finite loss may already hold exploded (finite) parameters. So the `attempt`-th
+  consecutive failure goes back `attempt` checkpoints, and the learning rate is
+  multiplied by `rollback_lr_factor` each time. After `max_rollbacks` attempts, or when
+  no older checkpoint is left, it stops with a NumericalError.
+  """
   factor = float(cfg.train.get("rollback_lr_factor", 0.5))
-  restored = ckpt.restore_latest(state)
-  if restored is None:
-    raise NumericalError(f"non-finite {bad} at step {step - 1} and no checkpoint to roll back to.")
-  old, meta = restored
+  max_rollbacks = int(cfg.train.get("max_rollbacks", 5))
+  earlier = [s for s in ckpt.all_steps() if s < step]
+  if attempt > max_rollbacks or attempt > len(earlier):
+    raise NumericalError(
+        f"non-finite {bad} at step {step - 1} after {attempt - 1} rollback(s) "
+        f"(config.train.max_rollbacks={max_rollbacks}, {len(earlier)} earlier checkpoint(s)); "
+        "training stopped. Lower config.optim.lr or raise config.train.max_rollbacks.")
+  target = earlier[-attempt]
+  old, meta = ckpt.restore(target, state)
   hp = dict(old.hparams)
-  hp["lr"] = state.hparams["lr"] * factor
+  # On the host in float64: a tiny factor must not underflow in float32 arithmetic.
+  new_lr = float(np.asarray(state.hparams["lr"], np.float64)) * factor
+  hp["lr"] = jnp.asarray(new_lr, jnp.float32)
+  if not new_lr > 0 or not np.isfinite(np.float32(new_lr)) or np.float32(new_lr) == 0:
+    raise NumericalError(f"non-finite {bad} at step {step - 1}: the rolled-back learning rate "
+                         f"{new_lr:.3g} is not a positive float32; training stopped.")
   _log(f"non-finite {bad} at step {step - 1}: rolled back to step {meta['step']}, "
-       f"learning rate x{factor} -> {float(hp['lr']):.3g}")
+       f"learning rate x{factor:g} -> {new_lr:.3g}")
   return jax.device_put(old.replace(hparams=hp), parallel.replicated(mesh)), int(meta["step"])
 
 

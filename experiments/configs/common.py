@@ -33,7 +33,8 @@ def base_config(method: str, dataset: str = "fashion_mnist") -> ml_collections.C
   c.predictor = ml_collections.ConfigDict(dict(decay=0.3, eps=0.01, freq=1, alpha=0.5))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=2000, log_every=100, checkpoint_every=500, keep_checkpoints=3,
-      online_probe=True, probe_lr=1e-3, aug_stream=0, nonfinite_policy="stop", rollback_lr_factor=0.5))
+      online_probe=True, probe_lr=1e-3, aug_stream=0, nonfinite_policy="stop", rollback_lr_factor=0.5,
+      max_rollbacks=5))
   c.eval = ml_collections.ConfigDict(dict(at_end=True, knn_k=(20, 200), knn_temperature=0.1,
                                           probe_epochs=100, batch_size=1024, baselines=True))
   c.mesh = ml_collections.ConfigDict(dict(num_devices=ml_collections.FieldReference(None, field_type=int)))
