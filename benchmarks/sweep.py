@@ -107,6 +107,9 @@ def main(argv=None):
   ap.add_argument("--start-step", type=int, default=1,
                   help="initial step counter of both sides (0 takes the diagnostics branch)")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--member-chunk", type=int, default=None,
+                  help="config.mesh.member_chunk: members per vmap (K: all vmapped; 1: lax.map one "
+                       "member at a time inside the step; default: the backend's default)")
   ap.add_argument("--cpu", action="store_true", help="force the CPU (sets JAX_PLATFORMS=cpu)")
   ap.add_argument("--json", type=str, default=None, help="also write results here")
   args = ap.parse_args(argv)
@@ -123,10 +126,12 @@ def main(argv=None):
   values = (values * args.members)[:args.members] if len(values) < args.members else values[:args.members]
   k = len(values)
   cfg = make_config(args.model, batch, args.steps)
+  cfg.mesh.member_chunk = args.member_chunk
   members = sweep.members_from_sweep(cfg, [(args.field, values)])
   info_shape = None
 
   load0 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+  print(f"member_chunk={train.member_chunk(cfg, k)} (members per vmap inside the step)")
   print(f"K={k} vmapped sweep of {args.field} = {values} vs {k} sequential single runs, {args.steps} "
         f"steps each; SimCLR {cfg.model.encoder}, batch {batch}, {jax.devices()[0].platform}")
   print(f"jax {jax.__version__} ({jax.devices()[0].device_kind}, {jax.device_count()} device(s)); "
@@ -237,7 +242,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
       json.dump(dict(
-          benchmark="sweep", model=args.model, start_step=args.start_step, batch=batch, steps=args.steps, members=members,
+          benchmark="sweep", model=args.model, member_chunk=train.member_chunk(cfg, k), start_step=args.start_step, batch=batch, steps=args.steps, members=members,
           field=args.field, values=values, log_every=LOG_EVERY, device=jax.devices()[0].platform,
           jax=jax.__version__, cpu_count=os.cpu_count(), load_average_before=list(load0),
           load_average_after=list(load1),

@@ -103,7 +103,9 @@ def write_summary(workdir: str, members: list[dict[str, float]], results: list[d
   rows = []
   for i, (m, r) in enumerate(zip(members, results)):
     row = {"member": i, **m}
-    row.update(_flatten(r))
+    # The member's own evaluation ("model") becomes top-level columns: linear_probe, knn_200, ...
+    row.update(_flatten({k: v for k, v in r.items() if k not in ("model", "hparams", "member")}))
+    row.update(_flatten(r.get("model", {})))
     rows.append(row)
   if not rows:
     return []

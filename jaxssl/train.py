@@ -452,18 +452,66 @@ def make_member_mesh(cfg: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   return parallel.make_mesh(n, axis_names=(parallel.MEMBER_AXIS, parallel.DATA_AXIS), shape=(m, n // m))
 
 
+def member_chunk(cfg: ml_collections.ConfigDict, num_members: int) -> int:
+  """How many sweep members one vmap evaluates at a time (`config.mesh.member_chunk`).
+
+  `member_chunk = K` vmaps all K members (one program, batched matmuls: best on GPU/TPU).
+  Smaller chunks vmap groups of members, unrolled inside the same compiled step. On a
+  CPU, XLA runs member-batched convolutions (grouped convolutions) several times slower
+  than K plain ones, and a fully vmapped step with the in-graph eigendecomposition has
+  been seen to stall on XLA:CPU with the real model; so the default there is 1: the K
+  single-member steps, unrolled in one program, still sharing each input batch.
+  """
+  chunk = cfg.get("mesh", {}).get("member_chunk")
+  if chunk is None:
+    chunk = 1 if jax.default_backend() == "cpu" else num_members
+  chunk = int(chunk)
+  if not 1 <= chunk:
+    raise ConfigError(f"config.mesh.member_chunk must be >= 1, got {chunk}")
+  return min(chunk, num_members)
+
+
 def jit_member_step(setup: Setup, mesh: jax.sharding.Mesh, state: TrainState):
-  """The train step vmapped over members, jitted on the ("member", "data") mesh."""
+  """The train step mapped over members, jitted on the ("member", "data") mesh.
+
+  Members are vmapped (all at once, or `member_chunk` at a time, unrolled); with
+  `config.mesh.member_devices > 1` the member axis is also sharded over devices.
+  """
   from jax.sharding import NamedSharding, PartitionSpec as P
   step_fn = make_train_step(setup)
   axes = member_axes(state)
+  num_members = int(jax.tree.leaves(state.params)[0].shape[0])
   shard_members = mesh.shape[parallel.MEMBER_AXIS] > 1
-  vstep = jax.vmap(step_fn, in_axes=(axes, None, 0), out_axes=(axes, 0),
-                   spmd_axis_name=parallel.MEMBER_AXIS if shard_members else None)
+  chunk = num_members if shard_members else member_chunk(setup.cfg, num_members)
+  if chunk == num_members:
+    mstep = jax.vmap(step_fn, in_axes=(axes, None, 0), out_axes=(axes, 0),
+                     spmd_axis_name=parallel.MEMBER_AXIS if shard_members else None)
+  else:
+    # Groups of `chunk` members, unrolled in Python inside the one jitted program (a
+    # `lax.map` over members measured ~35x slower per step on XLA:CPU than this).
+    vchunk = jax.vmap(step_fn, in_axes=(axes, None, 0), out_axes=(axes, 0))
+
+    def mstep(state, batch, keys):
+      shared_step = state.step   # the step counter is shared, not per member
+      per_member = state.replace(step=None)
+      news, metrics = [], []
+      for lo in range(0, num_members, chunk):
+        part = jax.tree.map(lambda x: x[lo:lo + chunk], per_member)
+        if chunk == 1:
+          new, m = step_fn(jax.tree.map(lambda x: x[0], part).replace(step=shared_step), batch, keys[lo])
+          new, m = jax.tree.map(lambda x: x[None], (new.replace(step=None), m))
+        else:
+          new, m = vchunk(part.replace(step=shared_step), batch, keys[lo:lo + chunk])
+          new = new.replace(step=None)
+        news.append(new)
+        metrics.append(m)
+      cat = lambda *xs: jnp.concatenate(xs, axis=0)
+      new = jax.tree.map(cat, *news)
+      return new.replace(step=shared_step + 1), jax.tree.map(cat, *metrics)
   mem = NamedSharding(mesh, P(parallel.MEMBER_AXIS))
   rep = parallel.replicated(mesh)
   state_sh = jax.tree.map(lambda _: mem, state.replace(step=None)).replace(step=rep)
-  return jax.jit(vstep, in_shardings=(state_sh, parallel.batch_sharding(mesh), mem),
+  return jax.jit(mstep, in_shardings=(state_sh, parallel.batch_sharding(mesh), mem),
                  out_shardings=(state_sh, mem), donate_argnums=(0,)), state_sh
 
 
@@ -542,6 +590,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
   bar = logging_utils.progress(total, start_step)
   step = start_step
   rollback_attempt, failed_at = 0, -1
+  shown_erank = float("nan")
   try:
     with _StopRequested() as stop:
       while step < total:
@@ -575,8 +624,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
           for rec in recs:
             logger.write(rec)
           last = recs if members else recs[0]
-          bar.set_postfix(loss=f"{recs[0]['loss']:.4f}",
-                          erank=f"{recs[0].get('effective_rank_z', float('nan')):.1f}", img_s=f"{ips:.0f}")
+          shown_erank = recs[0].get("effective_rank_z", shown_erank)   # last diagnostics step's value
+          bar.set_postfix(loss=f"{recs[0]['loss']:.4f}", erank=f"{shown_erank:.1f}", img_s=f"{ips:.0f}")
         bar.update(1)
         if step % ckpt_every == 0 or step == total:
           ckpt.save(step, state, {"step": step, "data_position": step})

@@ -20,17 +20,22 @@ def test_k3_sweep_members_equal_separate_runs(tmp_path):
   specs = ["loss.temperature=0.1,0.5", "optim.lr=0.05,0.2"]
   members = sweep.members_from_sweep(cfg, sweep.parse_sweep(specs))[:3]   # K = 3
   assert members[0] == {"loss.temperature": 0.1, "optim.lr": 0.05}
-  out = train.train(cfg, str(tmp_path / "sweep"), members=members)
-  stacked = jax.device_get(out["state"])
-  assert np.asarray(stacked.hparams["temperature"]).tolist() == \
-      pytest.approx([0.1, 0.1, 0.5])
+  # All 3 members in one vmap, and one member at a time (lax.map, the CPU default).
+  stacks = {}
+  for chunk in (3, 1):
+    cfg.mesh.member_chunk = chunk
+    out = train.train(cfg, str(tmp_path / ("sweep" if chunk == 3 else "sweep_chunk1")), members=members)
+    stacks[chunk] = jax.device_get(out["state"])
+    assert np.asarray(stacks[chunk].hparams["temperature"]).tolist() == pytest.approx([0.1, 0.1, 0.5])
+    assert int(stacks[chunk].step) == 3
   finals = []
   for i, m in enumerate(members):
     single = train.train(sweep.member_config(cfg, m, i), str(tmp_path / f"single{i}"))
     finals.append(jax.device_get(single["state"]))
-    for a, b in zip(jax.tree.leaves(single["state"].params), jax.tree.leaves(stacked.params)):
-      np.testing.assert_allclose(np.asarray(b)[i], np.asarray(a), rtol=1e-5, atol=1e-5,
-                                 err_msg=f"member {i} {m}")
+    for chunk, stacked in stacks.items():
+      for a, b in zip(jax.tree.leaves(single["state"].params), jax.tree.leaves(stacked.params)):
+        np.testing.assert_allclose(np.asarray(b)[i], np.asarray(a), rtol=1e-5, atol=1e-5,
+                                   err_msg=f"member {i} {m} (member_chunk={chunk})")
   # The members really differ (different temperature / lr / augmentation stream).
   w = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(f.params)]) for f in finals]
   assert min(np.abs(w[0] - w[1]).max(), np.abs(w[0] - w[2]).max()) > 1e-5

@@ -5,7 +5,10 @@ import ml_collections
 
 # Paper recipes (PAPERS.md); the expected linear-probe accuracies are listed in each file.
 DATASETS = {
-    "fashion_mnist": dict(encoder="convnet_small", encoder_kwargs={}, augment="fmnist", image_size=28),
+    # Downsampling first (14x14 from the first conv) makes a train step ~2.8x cheaper on a
+    # CPU than the stride-1 stem, with the same 0.39M parameters and 256-d features.
+    "fashion_mnist": dict(encoder="convnet_small", encoder_kwargs={"strides": (2, 2, 2, 1)},
+                          augment="fmnist", image_size=28),
     "cifar10": dict(encoder="resnet18", encoder_kwargs={"stem": "cifar"}, augment="simclr", image_size=32),
     "cifar100": dict(encoder="resnet18", encoder_kwargs={"stem": "cifar"}, augment="simclr", image_size=32),
     "stl10": dict(encoder="resnet18", encoder_kwargs={"stem": "cifar"}, augment="simclr", image_size=96),
@@ -37,7 +40,11 @@ def base_config(method: str, dataset: str = "fashion_mnist") -> ml_collections.C
       max_rollbacks=5))
   c.eval = ml_collections.ConfigDict(dict(at_end=True, knn_k=(20, 200), knn_temperature=0.1,
                                           probe_epochs=100, batch_size=1024, baselines=True))
-  c.mesh = ml_collections.ConfigDict(dict(num_devices=ml_collections.FieldReference(None, field_type=int)))
+  c.mesh = ml_collections.ConfigDict(dict(
+      num_devices=ml_collections.FieldReference(None, field_type=int),
+      member_devices=1,   # sweeps: devices the member axis is sharded over (2-D mesh)
+      # sweeps: members per vmap (None: all on GPU/TPU, 1 on CPU; see train.member_chunk)
+      member_chunk=ml_collections.FieldReference(None, field_type=int)))
   return c
 
 
