@@ -25,8 +25,9 @@ dataset needed) and do the same work per step:
                 (0.08, 1), flip 0.5, jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.2.
   network       encoder + MLP projector, two separate forward passes (one per view, so
                 BatchNorm statistics are per view), in training mode.
-                convnet_small: 4 x (conv3x3 no bias - BN - ReLU), widths (32, 64, 128,
-                256), strides (1, 2, 2, 2), global average pool; projector Linear(256, 512)
+                convnet_small: 4 x (conv3x3 no bias - BN - ReLU), widths and strides
+                from the config (Fashion-MNIST default: widths (32, 64, 128, 256),
+                strides (2, 2, 2, 1)), global average pool; projector Linear(256, 512)
                 - BN - ReLU - Linear(512, 128). Inputs standardised with mean 0.5, std
                 0.25 inside the network on both sides.
                 resnet18 (CIFAR stem: conv3x3 s1, no max-pool; BasicBlocks; projector
@@ -419,7 +420,11 @@ class TorchTrainer:
     mean, std = channel_stats(in_ch, cfg.model.encoder_kwargs.get("mean"), cfg.model.encoder_kwargs.get("std"))
     torch.manual_seed(seed)
     if cfg.model.encoder == "convnet_small":
-      enc = defs["ConvNet"](in_ch)
+      # The same widths and strides as the jaxssl config (the Fashion-MNIST default
+      # downsamples first: strides (2, 2, 2, 1)).
+      ek = cfg.model.encoder_kwargs
+      enc = defs["ConvNet"](in_ch, widths=tuple(ek.get("widths", (32, 64, 128, 256))),
+                            strides=tuple(ek.get("strides", (1, 2, 2, 2))))
     else:
       enc = defs["ResNet18"](in_ch)
     proj = cfg.model.projector
@@ -605,7 +610,7 @@ def main(argv=None):
 
   load0 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
   n_params = sum(p.numel() for p in trainer.net.parameters())
-  print(f"SimCLR train step, {model} + MLP projector {cfg.model.projector.hidden_dim}-"
+  print(f"SimCLR train step, {model} {dict(cfg.model.encoder_kwargs)} + MLP projector {cfg.model.projector.hidden_dim}-"
         f"{cfg.model.projector.out_dim} ({n_params / 1e6:.2f}M params), batch {batch} x "
         f"{'x'.join(map(str, setup.image_shape))} uint8 (2 views each), augment preset "
         f"{cfg.data.augment!r}, NT-Xent tau {cfg.loss.temperature}, AdamW, online probe, {dtype}, "
@@ -627,8 +632,8 @@ def main(argv=None):
     st = jax.tree.map(jnp.copy, state).replace(step=jnp.asarray(100, jnp.int32))
     jl, jg, tl, tg = [], [], [], []
     for s, k in enumerate(keys_chk):
-      k_aug, = jax.random.split(k, 1)
-      v1, v2 = make_views(k_aug, batch_j["image"], setup.view_cfgs)
+      # The step draws its views from the step key itself (jaxssl.train.make_train_step).
+      v1, v2 = make_views(k, batch_j["image"], setup.view_cfgs)
       st, m = step_fn(st, batch_j, k)
       m = jax.device_get(m)
       jl.append(float(m["loss"]))

@@ -123,7 +123,7 @@ def write_summary(workdir: str, members: list[dict[str, float]], results: list[d
   if len(swept) == 1:
     from jaxssl import plots
     y_keys = [k for k in ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_rank_z")
-              if k in rows[0]]
+              if any(k in row for row in rows)]
     if y_keys:
       paths.append(plots.plot_sweep(rows, swept[0], y_keys, os.path.join(workdir, "sweep.png"),
                                     logx=swept[0] in ("optim.lr", "optim.weight_decay")))
@@ -137,6 +137,8 @@ def _flatten(r: dict[str, Any], prefix: str = "") -> dict[str, Any]:
       out.update(_flatten(v, f"{prefix}{k}_"))
     elif isinstance(v, (int, float)):
       out[f"{prefix}{k}"] = v
+    elif k == "eval_error":    # a member whose evaluation failed says why in its row
+      out[f"{prefix}{k}"] = str(v).replace("|", "/").replace("\n", " ")
   return out
 
 

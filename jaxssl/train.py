@@ -46,7 +46,7 @@ from jaxssl import diagnostics
 from jaxssl import methods
 from jaxssl import parallel
 from jaxssl import predictors
-from jaxssl.errors import ConfigError, NumericalError
+from jaxssl.errors import ConfigError, DataError, NumericalError
 
 PyTree = Any
 
@@ -696,7 +696,13 @@ def _finish_members(cfg, setup, state, members, workdir, mesh, do_eval):
     res = {"member": i, "hparams": m}
     if do_eval:
       from jaxssl import evaluate as eval_lib
-      res.update(eval_lib.evaluate_workdir(mdir, cfg=mcfg, setup=setup, state=mstate, baselines=False))
+      try:
+        res.update(eval_lib.evaluate_workdir(mdir, cfg=mcfg, setup=setup, state=mstate, baselines=False))
+      except DataError as e:
+        # One diverged member (e.g. non-finite features under nonfinite_policy='skip') must
+        # not discard the evaluation of the others: record why, and go on.
+        res["eval_error"] = str(e)
+        _log(f"member {i} ({m}): evaluation failed: {e}")
     results.append(res)
     with open(os.path.join(mdir, "results.json"), "w") as f:
       json.dump(res, f, indent=2)

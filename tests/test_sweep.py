@@ -58,3 +58,29 @@ def test_sweep_rejects_non_sweepable_and_invalid_values():
     sweep.members_from_sweep(cfg, sweep.parse_sweep(["ema.base=0.9,0.99"]))   # SimCLR has no EMA
   members = sweep.members_from_sweep(cfg, sweep.parse_sweep(["loss.temperature=0.1,0.2", "optim.lr=1,2,3"]))
   assert len(members) == 6 and members[-1] == {"loss.temperature": 0.2, "optim.lr": 3.0}
+
+
+def test_one_diverged_member_does_not_lose_the_others_evaluation(tmp_path, monkeypatch):
+  """A member whose features are non-finite gets `eval_error`; the other members keep their
+  evaluation, checkpoints and summary row (the sweep used to stop at the first bad member)."""
+  from jaxssl import evaluate
+  from jaxssl.errors import DataError
+  cfg = tiny_config("simclr", steps=1)
+  members = sweep.members_from_sweep(cfg, sweep.parse_sweep(["loss.temperature=0.1,0.5,1.0"]))
+  setup, state = train.build(cfg, jax.random.PRNGKey(0))
+  stacked = train.stack_members(cfg, state, members)
+
+  def fake_eval(mdir, *, cfg, setup, state, baselines):
+    if cfg.loss.temperature == 0.5:
+      raise DataError("linear_probe: features contain NaN or Inf")
+    return {"step": 0, "model": {"linear_probe": 100 * cfg.loss.temperature, "knn_200": 50.0}}
+
+  monkeypatch.setattr(evaluate, "evaluate_workdir", fake_eval)
+  results = train._finish_members(cfg, setup, stacked, members, str(tmp_path), None, True)
+  assert [r.get("model", {}).get("linear_probe") for r in results] == [pytest.approx(10.0), None, pytest.approx(100.0)]
+  assert "NaN or Inf" in results[1]["eval_error"] and "eval_error" not in results[0]
+  for i in range(3):
+    assert os.path.isdir(tmp_path / "members" / str(i) / "checkpoints")
+  sweep.write_summary(str(tmp_path), members, results)
+  md = open(tmp_path / "summary.md").read().splitlines()
+  assert len(md) == 2 + 3 and "NaN or Inf" in md[3] and os.path.exists(tmp_path / "sweep.png")

@@ -1,0 +1,218 @@
+"""Non-contrastive SSL without collapse: EMA target, closed-form predictors, IsoLoss, and
+L2 vs cosine loss under weight decay (Tian et al. 2021; Halvagal et al. 2023; Bao 2023).
+
+Claims (PAPERS.md D, E, F):
+  * D (Tian, DirectPred): a linear predictor set in closed form from the eigendecomposition
+    of the EMA'd correlation of z (p_j = sqrt(s_j / max s) + ε; DirectCopy: F + εI) trains
+    BYOL/SimSiam without collapse, about as well as a learned MLP predictor.
+  * E (Halvagal, IsoLoss): the IsoLoss gradient equalises the eigenmode learning rates;
+    IsoLoss trains *without* an EMA target, where DirectPred needs one.
+  * F (Bao): with the L2 form of the BYOL/SimSiam loss, weight decay above a threshold
+    collapses the representation (the cubic eigenmode ODE has only the zero fixed point);
+    with the cosine form, weight decay shrinks the norms and the system still settles at a
+    non-zero equilibrium (no collapse).
+
+Part "ema" (`--parts ema`): byol, simsiam, directpred, directcopy and isoloss on
+Fashion-MNIST, each with the EMA target on and off (`config.ema.enabled`; off means the
+online network under stop-gradient is the target, as in SimSiam). SimSiam has no EMA by
+definition; its "EMA on" run is method=byol with SimSiam's bottleneck predictor. IsoLoss
+uses τ_C = 0.5 without and 0.998 with an EMA target (PAPERS.md E). For each run: linear
+probe / kNN-200 accuracy, effective rank of z and r (test set), the effective rank of z over
+training (erank_vs_step.png, from metrics.jsonl) and the final log-eigenvalue spectra of z
+(spectra.png). A run counts as collapsed when its effective rank of z is below 2.
+Claims: isoloss_no_ema_not_collapsed, isoloss_no_ema_erank_above_directpred_no_ema,
+isoloss_no_ema_accuracy_above_directpred_no_ema, directpred_needs_ema (accuracy with EMA >
+without).
+
+Part "wd" (`--parts wd`): SimSiam (`--wd-method`, or byol) with the L2 and with the cosine
+loss (`config.loss.kind`), each one batched sweep over `optim.weight_decay`
+(`--weight-decays`, default 1e-4, 1e-3, 1e-2, 1e-1). Bao's analysis is for gradient descent
+with an L2 penalty, so this part uses SGD (momentum 0.9, coupled weight decay, lr 0.05 =
+SimSiam's 0.05·B/256 at B = 256; `--wd-optim`, `--wd-lr`) rather than the configs' AdamW.
+Non-finite steps are skipped in-graph (`nonfinite_policy='skip'`) so one diverging member
+does not stop the sweep; the number of non-finite logged steps is reported per member.
+Figure weight_decay.png: accuracy and effective rank vs weight decay, one line per loss
+form. Claims: l2_collapses_at_max_wd (erank z at the largest wd < 2, or < half its value at
+the smallest wd), cosine_survives_max_wd (neither), cosine_erank_above_l2_at_max_wd,
+cosine_accuracy_above_l2_at_max_wd, and l2_collapse_wd / cosine_collapse_wd (the smallest
+weight decay at which each collapses, None if none does).
+
+    python experiments/noncontrastive.py --out runs/noncontrastive [--steps 300] [--batch 256]
+        [--probe-epochs 30] [--parts ema,wd] [--methods byol,simsiam,directpred,directcopy,isoloss]
+        [--weight-decays 1e-4,1e-3,1e-2,1e-1] [--wd-method simsiam] [--wd-optim sgd] [--wd-lr 0.05]
+        [--quick]
+
+Writes results.json, table.md, erank_vs_step.png, spectra.png and weight_decay.png to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import reproduce_common as rc
+
+METHODS = ("byol", "simsiam", "directpred", "directcopy", "isoloss")
+
+
+def _collapsed(erank: float) -> bool:
+  return not (rc.all_finite(erank) and erank >= rc.COLLAPSE_ERANK)
+
+
+def ema_config(method: str, ema: bool, args):
+  if method == "simsiam":
+    return rc.make_config("simsiam", args, **({"method": "byol"} if ema else {}))
+  over = {"ema.enabled": ema}
+  if method == "isoloss":
+    over["predictor.decay"] = 0.998 if ema else 0.5   # τ_C (Halvagal et al.)
+  return rc.make_config(method, args, **over)
+
+
+def run_ema(args) -> tuple[list[dict], dict]:
+  rows, hist = [], {}
+  for m in args.methods:
+    for ema in (True, False):
+      name = f"{m}_{'ema' if ema else 'noema'}"
+      wd = os.path.join(args.out, "ema", name)
+      row = rc.run_one(ema_config(m, ema, args), wd, method=m, ema=ema, run=name)
+      row["collapsed"] = _collapsed(row["effective_rank_z"])
+      h = rc.spectrum_history(wd)
+      hist[name] = {"steps": [r["step"] for r in h], "effective_rank_z": [r["effective_rank_z"] for r in h],
+                    "effective_rank_r": [r["effective_rank_r"] for r in h],
+                    "final_spectrum_z": h[-1]["spectrum_z"] if h else [],
+                    "final_spectrum_r": h[-1]["spectrum_r"] if h else []}
+      rows.append(row)
+  return rows, hist
+
+
+def ema_claims(rows: list[dict]) -> dict:
+  by = {(r["method"], r["ema"]): r for r in rows}
+  out = {}
+  iso, dp, dpe = by.get(("isoloss", False)), by.get(("directpred", False)), by.get(("directpred", True))
+  if iso:
+    out["isoloss_no_ema_not_collapsed"] = not iso["collapsed"]
+  if iso and dp:
+    out["isoloss_no_ema_erank_above_directpred_no_ema"] = bool(iso["effective_rank_z"] > dp["effective_rank_z"])
+    out["isoloss_no_ema_accuracy_above_directpred_no_ema"] = bool(iso["linear_probe"] > dp["linear_probe"])
+  if dp and dpe:
+    out["directpred_needs_ema"] = bool(dpe["linear_probe"] > dp["linear_probe"])
+  out["collapsed_runs"] = [r["run"] for r in rows if r["collapsed"]]
+  return out
+
+
+def plot_ema(hist: dict, out_dir: str) -> None:
+  curves = {"effective rank z": {}, "effective rank r": {}}
+  styles = {}
+  for name, h in hist.items():
+    for title, k in zip(curves, ("effective_rank_z", "effective_rank_r")):
+      curves[title][name] = (h["steps"], h[k])
+    styles[name] = "o-" if name.endswith("_ema") else "s--"
+  rc.plot_lines(curves, os.path.join(out_dir, "erank_vs_step.png"), xlabel="step", styles=styles,
+                suptitle="Non-contrastive methods, EMA target on (solid) / off (dashed)")
+  panels = {"z, EMA target on": {}, "z, EMA target off": {}}
+  for i, (name, h) in enumerate(hist.items()):
+    if h["final_spectrum_z"]:
+      panels["z, EMA target on" if name.endswith("_ema") else "z, EMA target off"][name.rsplit("_", 1)[0]] = {
+          "eig": h["final_spectrum_z"], "color": f"C{i // 2}"}
+  rc.plot_spectra_panels({k: v for k, v in panels.items() if v}, os.path.join(out_dir, "spectra.png"),
+                         suptitle="Final spectra of the projector output z (last logged step)")
+
+
+def run_wd(args) -> list[dict]:
+  rows = []
+  for kind in ("l2", "cosine"):
+    over = {"loss.kind": kind, "optim.name": args.wd_optim, "train.nonfinite_policy": "skip"}
+    if args.wd_lr is not None:
+      over["optim.lr"] = args.wd_lr
+    cfg = rc.make_config(args.wd_method, args, **over)
+    wd = os.path.join(args.out, "wd", f"{args.wd_method}_{kind}")
+    for r in rc.run_sweep(cfg, wd, "optim.weight_decay", args.weight_decays, key="weight_decay",
+                          method=args.wd_method, kind=kind, optim=args.wd_optim, lr=float(cfg.optim.lr)):
+      r["collapsed"] = _collapsed(r["effective_rank_z"])
+      r["nonfinite_logged_steps"] = rc.nonfinite_logged(r["workdir"], r["member"])
+      rows.append(r)
+  return rows
+
+
+def wd_claims(rows: list[dict]) -> dict:
+  out = {}
+  for kind in ("l2", "cosine"):
+    sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["weight_decay"])
+    if not sel:
+      continue
+    lo, hi = sel[0], sel[-1]
+    shrunk = rc.all_finite(lo["effective_rank_z"], hi["effective_rank_z"]) and \
+        hi["effective_rank_z"] < 0.5 * lo["effective_rank_z"]
+    out[f"{kind}_collapsed_at_max_wd"] = bool(hi["collapsed"] or shrunk)
+    out[f"{kind}_collapse_wd"] = next((r["weight_decay"] for r in sel if r["collapsed"]), None)
+  if "l2_collapsed_at_max_wd" in out:
+    out["l2_collapses_at_max_wd"] = out.pop("l2_collapsed_at_max_wd")
+  if "cosine_collapsed_at_max_wd" in out:
+    out["cosine_survives_max_wd"] = not out.pop("cosine_collapsed_at_max_wd")
+  l2 = max((r for r in rows if r["kind"] == "l2"), key=lambda r: r["weight_decay"], default=None)
+  cos = max((r for r in rows if r["kind"] == "cosine"), key=lambda r: r["weight_decay"], default=None)
+  if l2 and cos:
+    out["cosine_erank_above_l2_at_max_wd"] = bool(cos["effective_rank_z"] > l2["effective_rank_z"]) \
+        if rc.all_finite(cos["effective_rank_z"], l2["effective_rank_z"]) else rc.all_finite(cos["effective_rank_z"])
+    out["cosine_accuracy_above_l2_at_max_wd"] = bool(cos["linear_probe"] > l2["linear_probe"]) \
+        if rc.all_finite(cos["linear_probe"], l2["linear_probe"]) else rc.all_finite(cos["linear_probe"])
+  return out
+
+
+def plot_wd(rows, path, method):
+  panels = {"linear probe acc. (%)": {}, "effective rank z": {}, "effective rank r": {}}
+  for kind in ("l2", "cosine"):
+    sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["weight_decay"])
+    for title, k in zip(panels, ("linear_probe", "effective_rank_z", "effective_rank_r")):
+      panels[title][f"{method}, {kind} loss"] = ([r["weight_decay"] for r in sel], [r[k] for r in sel])
+  rc.plot_lines(panels, path, xlabel="weight decay", logx=all(r["weight_decay"] > 0 for r in rows),
+                suptitle="Bao 2023 at Fashion-MNIST scale: L2 vs cosine loss under weight decay")
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--out", default="runs/noncontrastive")
+  rc.add_common_args(ap, steps=300)
+  ap.add_argument("--parts", default="ema,wd", help="comma list of: ema, wd")
+  ap.add_argument("--methods", default=",".join(METHODS), help="methods of the EMA part")
+  ap.add_argument("--weight-decays", default="1e-4,1e-3,1e-2,1e-1")
+  ap.add_argument("--wd-method", choices=("simsiam", "byol"), default="simsiam")
+  ap.add_argument("--wd-optim", choices=("sgd", "adamw", "lars"), default="sgd")
+  ap.add_argument("--wd-lr", type=float, default=0.05, help="peak lr of the wd part (SGD default 0.05)")
+  args = ap.parse_args(argv)
+  rc.apply_quick(args)
+  args.methods = [m for m in args.methods.split(",") if m]
+  args.weight_decays = rc.floats(args.weight_decays)
+  parts = {p for p in args.parts.split(",") if p}
+  if parts - {"ema", "wd"}:
+    ap.error(f"--parts: unknown part(s) {sorted(parts - {'ema', 'wd'})}")
+  os.makedirs(args.out, exist_ok=True)
+  t0 = time.time()
+  result = {"steps": args.steps, "batch": args.batch, "probe_epochs": args.probe_epochs, "quick": args.quick,
+            "parts": sorted(parts), "rows": [], "claims": {}}
+  tables = []
+  if "ema" in parts:
+    rows, hist = run_ema(args)
+    result["rows"] += [{"part": "ema", **r} for r in rows]
+    result["claims"]["ema"] = ema_claims(rows)
+    result["history"] = hist
+    plot_ema(hist, args.out)
+    tables.append(("EMA target on / off", rc.markdown_table(rows, [("method", "method"), ("ema", "EMA target")]
+                                                            + rc.METRIC_COLUMNS[:4] + [("collapsed", "collapsed")])))
+  if "wd" in parts:
+    rows = run_wd(args)
+    result["rows"] += [{"part": "wd", **r} for r in rows]
+    result["claims"]["wd"] = wd_claims(rows)
+    plot_wd(rows, os.path.join(args.out, "weight_decay.png"), args.wd_method)
+    tables.append(("L2 vs cosine loss under weight decay", rc.markdown_table(
+        rows, [("method", "method"), ("kind", "loss"), ("optim", "optim"), ("weight_decay", "weight decay")]
+        + rc.METRIC_COLUMNS[:4] + [("collapsed", "collapsed"), ("nonfinite_logged_steps", "non-finite logged")])))
+  result["seconds"] = time.time() - t0
+  rc.write_outputs(args.out, result, tables)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

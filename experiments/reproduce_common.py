@@ -1,0 +1,256 @@
+"""Shared pieces of the paper-reproduction scripts (dimensional_collapse.py,
+contrastive_batch_size.py, noncontrastive.py): the config builder, running one model or
+one batched sweep and returning its result rows, reading the spectrum history from a
+run's metrics.jsonl, markdown tables, and the spectrum / curve figures.
+
+Every script takes --out, --steps, --batch, --probe-epochs and --quick (a smoke run with
+the tiny 2-layer ConvNet of tests/_tiny.py). A run whose workdir already has an
+evaluation (eval.json, or members/<i>/results.json for a sweep) is not retrained: its
+stored results are reused, so an interrupted full-size script can simply be started
+again with the same --out (a workdir with checkpoints but no evaluation is resumed).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLUMNS = ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_rank_z", "effective_rank_r")
+# A run counts as collapsed when its projector output z spans fewer than this many
+# effective dimensions (exp of the spectral entropy; 1 = everything on one line).
+COLLAPSE_ERANK = 2.0
+TINY_ENCODER = {"widths": (4, 8), "strides": (2, 2)}
+
+
+def add_common_args(ap, *, steps: int, batch: int = 256, probe_epochs: int = 30) -> None:
+  ap.add_argument("--steps", type=int, default=steps)
+  ap.add_argument("--batch", type=int, default=batch)
+  ap.add_argument("--probe-epochs", type=int, default=probe_epochs)
+  ap.add_argument("--quick", action="store_true",
+                  help="smoke run: 16 steps, batch 32, 1 probe epoch, tiny 4/8-channel ConvNet")
+
+
+def apply_quick(args) -> None:
+  if args.quick:
+    args.steps, args.batch, args.probe_epochs = 16, 32, 1
+
+
+def floats(text: str) -> list[float]:
+  return [float(v) for v in text.split(",") if v.strip()]
+
+
+def ints(text: str) -> list[int]:
+  return [int(v) for v in text.split(",") if v.strip()]
+
+
+def make_config(config_name: str, args, /, **overrides):
+  """experiments/configs/<config_name>.py's Fashion-MNIST config with the script's steps / batch / probe epochs.
+
+  With --quick the encoder is the tiny ConvNet of tests/_tiny.py (8-d representation),
+  MLP heads shrink to 16 hidden / 8 out, and DirectCLR's sub-vector to 4 dimensions.
+  `overrides` are {dotted config field: value} applied last (with set_field's type check),
+  e.g. {"loss.kind": "l2"}; the result is validated.
+  """
+  from jaxssl import config as config_lib
+  cfg = config_lib.load_config(os.path.join(HERE, "configs", f"{config_name}.py"))
+  cfg.train.num_steps = args.steps
+  cfg.optim.warmup_steps = max(1, args.steps // 10)
+  cfg.train.log_every = max(1, args.steps // 10)
+  cfg.train.checkpoint_every = max(1, args.steps // 2)
+  cfg.data.batch_size = args.batch
+  cfg.eval.probe_epochs = args.probe_epochs
+  cfg.eval.baselines = False
+  if args.quick:
+    cfg.model.encoder_kwargs = dict(TINY_ENCODER)
+    cfg.model.projector = dict(cfg.model.projector)
+    if cfg.model.projector.get("kind", "mlp") == "mlp":
+      cfg.model.projector.update(hidden_dim=16, out_dim=8)
+    cfg.model.predictor = dict(hidden_dim=16, num_layers=2)
+    if "dim" in cfg.loss:
+      cfg.loss.dim = 4
+  for field, value in overrides.items():
+    if field == "model.projector":   # a dict: replaces the head spec as a whole
+      cfg.model.projector = dict(value)
+    else:
+      config_lib.set_field(cfg, field, value)
+  config_lib.validate_config(cfg)
+  return cfg
+
+
+def _row(model: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+  return {**extra, **{k: float(model.get(k, math.nan)) for k in COLUMNS}}
+
+
+def run_one(cfg, workdir: str, **extra) -> dict[str, Any]:
+  """Trains + evaluates one model; returns {**extra, linear_probe, knn_200, ..., seconds, workdir}.
+
+  A non-finite loss (NumericalError) does not stop the script: the row gets NaN metrics
+  and an "error" entry."""
+  from jaxssl import train
+  from jaxssl.errors import NumericalError
+  t0 = time.time()
+  done = os.path.join(workdir, "eval.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      model = json.load(f)["model"]
+    print(f"[reuse] {workdir}", flush=True)
+    return {**_row(model, extra), "seconds": 0.0, "workdir": workdir}
+  resume = os.path.isdir(os.path.join(workdir, "checkpoints")) and bool(os.listdir(os.path.join(workdir, "checkpoints")))
+  try:
+    out = train.train(cfg, workdir, resume=resume, evaluate_at_end=True)
+  except NumericalError as e:
+    print(f"[diverged] {workdir}: {e}", flush=True)
+    return {**_row({}, extra), "error": str(e).split(";")[0], "seconds": time.time() - t0, "workdir": workdir}
+  return {**_row(out["eval"]["model"], extra), "seconds": time.time() - t0, "workdir": workdir}
+
+
+def run_sweep(cfg, workdir: str, field: str, values: Sequence[float], key: str | None = None,
+              **extra) -> list[dict[str, Any]]:
+  """Trains len(values) models at once (`jaxssl.sweep`, one compiled program) over the
+  sweepable `field`; returns one row per member: {**extra, key: value, member, metrics...}."""
+  from jaxssl import sweep, train
+  from jaxssl.errors import NumericalError
+  key = key or field.split(".")[-1]
+  members = sweep.members_from_sweep(cfg, [(field, list(values))])
+  t0 = time.time()
+  done = [os.path.join(workdir, "members", str(i), "results.json") for i in range(len(members))]
+  if all(os.path.exists(p) for p in done) and all("model" in json.load(open(p)) for p in done):
+    print(f"[reuse] {workdir}", flush=True)
+    results = [json.load(open(p)) for p in done]
+  else:
+    ck = os.path.join(workdir, "checkpoints")
+    resume = os.path.isdir(ck) and bool(os.listdir(ck))
+    try:
+      out = train.train(cfg, workdir, resume=resume, members=members, evaluate_at_end=True)
+    except NumericalError as e:
+      print(f"[diverged] {workdir}: {e}", flush=True)
+      return [{**_row({}, extra), key: m[field], "member": i, "error": str(e).split(";")[0],
+               "seconds": time.time() - t0, "workdir": workdir} for i, m in enumerate(members)]
+    results = out["member_results"]
+    sweep.write_summary(workdir, members, results)
+  secs = time.time() - t0
+  return [{**_row(r["model"], extra), key: m[field], "member": i, "seconds": secs, "workdir": workdir}
+          for i, (m, r) in enumerate(zip(members, results))]
+
+
+def spectrum_history(workdir: str, member: int | None = None) -> list[dict[str, Any]]:
+  """The logged diagnostics of a run (or of sweep member `member`), sorted by step:
+  [{"step", "spectrum_z", "spectrum_r", "effective_rank_z", "effective_rank_r", ...}]."""
+  from jaxssl.logging_utils import read_metrics
+  recs = [r for r in read_metrics(workdir) if "spectrum_z" in r and r.get("member") == member]
+  by_step = {int(r["step"]): r for r in recs}   # a resumed run may log a step twice: keep the last
+  return [by_step[s] for s in sorted(by_step)]
+
+
+def final_spectra(workdir: str, member: int | None = None) -> dict[str, list[float]]:
+  """{"spectrum_z", "spectrum_r", "step"} at the last logged diagnostics step ({} if none)."""
+  hist = spectrum_history(workdir, member)
+  if not hist:
+    return {}
+  last = hist[-1]
+  return {"step": int(last["step"]), "spectrum_z": last["spectrum_z"], "spectrum_r": last["spectrum_r"]}
+
+
+def nonfinite_logged(workdir: str, member: int | None = None) -> int:
+  """How many logged steps had a non-finite loss or gradient (with nonfinite_policy='skip'
+  such steps are skipped in-graph; only logged steps are visible here)."""
+  from jaxssl.logging_utils import read_metrics
+  return sum(1 for r in read_metrics(workdir) if r.get("member") == member
+             and (r.get("loss_finite", 1.0) == 0.0 or r.get("grad_finite", 1.0) == 0.0))
+
+
+def fmt(v: Any) -> str:
+  if isinstance(v, bool):
+    return "yes" if v else "no"
+  if isinstance(v, float):
+    if math.isnan(v):
+      return "nan"
+    return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.2f}"
+  return str(v)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[str]:
+  """Markdown lines for `rows`; columns are (row key, header) pairs."""
+  lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+  for r in rows:
+    lines.append("| " + " | ".join(fmt(r.get(k, "")) for k, _ in columns) + " |")
+  return lines
+
+
+METRIC_COLUMNS = [("linear_probe", "linear probe (%)"), ("knn_200", "kNN-200 (%)"),
+                  ("effective_rank_z", "eff. rank z"), ("effective_rank_r", "eff. rank r"),
+                  ("uniformity_z", "uniformity −L_unif"), ("tolerance_z", "tolerance")]
+
+
+def write_outputs(out_dir: str, result: Mapping[str, Any], tables: Sequence[tuple[str, list[str]]]) -> None:
+  """results.json (the result dict, with "rows" and "claims") and table.md (titled tables
+  then the claims); prints the tables and claims."""
+  with open(os.path.join(out_dir, "results.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  text = []
+  for title, lines in tables:
+    text += [f"### {title}", "", *lines, ""]
+  text += ["### claims", "", "```", json.dumps(result.get("claims", {}), indent=2), "```", ""]
+  with open(os.path.join(out_dir, "table.md"), "w") as f:
+    f.write("\n".join(text))
+  print("\n".join(text))
+
+
+def all_finite(*xs: float) -> bool:
+  return all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
+
+
+def plot_spectra_panels(panels: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str, suptitle: str = "") -> str:
+  """Several log10(eigenvalue)-vs-rank panels: {panel title: {label: {"eig": [...], "ls": "-"}}}.
+  Eigenvalues are sorted descending and clamped at 1e-12, as in jaxssl.plots.plot_spectra."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+  from jaxssl.plots import EIG_FLOOR
+  n = len(panels)
+  fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.0), squeeze=False)
+  for ax, (title, curves) in zip(axes[0], panels.items()):
+    for i, (label, c) in enumerate(curves.items()):
+      eig = np.sort(np.asarray(c["eig"], np.float64).ravel())[::-1]
+      ax.plot(np.arange(1, len(eig) + 1), np.log10(np.maximum(eig, EIG_FLOOR)), ls=c.get("ls", "-"),
+              color=c.get("color", f"C{i}"), label=label)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("log10(eigenvalue)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  if suptitle:
+    fig.suptitle(suptitle)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_lines(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], path: str, *,
+               xlabel: str, logx: bool = False, suptitle: str = "", styles: Mapping[str, str] | None = None) -> str:
+  """Line panels: {panel title: {label: (xs, ys)}}; `styles` maps labels to line styles."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  n = len(panels)
+  fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 3.8), squeeze=False)
+  for ax, (title, curves) in zip(axes[0], panels.items()):
+    for label, (xs, ys) in curves.items():
+      ax.plot(xs, ys, (styles or {}).get(label, "o-"), label=label, markersize=4)
+    if logx:
+      ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  if suptitle:
+    fig.suptitle(suptitle)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
