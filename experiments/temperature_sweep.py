@@ -24,22 +24,10 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import reproduce_common  # noqa: E402  (experiments/ is the script's directory)
+
 TEMPERATURES = (0.07, 0.1, 0.2, 0.5, 1.0)
 COLUMNS = ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_rank_z", "effective_rank_r")
-
-
-def _config(method: str, args):
-  from jaxssl import config as config_lib
-  cfg = config_lib.load_config(os.path.join(HERE, "configs", f"{method}.py"))
-  cfg.train.num_steps = args.steps
-  cfg.optim.warmup_steps = max(1, args.steps // 10)
-  cfg.train.log_every = max(1, args.steps // 10)
-  cfg.train.checkpoint_every = max(1, args.steps // 2)
-  cfg.data.batch_size = args.batch
-  cfg.eval.probe_epochs = args.probe_epochs
-  cfg.eval.baselines = False
-  return cfg
 
 
 def _monotone(values: list[float], rising: bool) -> bool:
@@ -144,7 +132,7 @@ def main(argv=None):
 
   os.makedirs(args.out, exist_ok=True)
   t0 = time.time()
-  cfg = _config("simclr", args)
+  cfg = reproduce_common.make_config("simclr", args)
   members = sweep.members_from_sweep(cfg, [("loss.temperature", list(TEMPERATURES))])
   out = train.train(cfg, os.path.join(args.out, "sweep"), members=members, evaluate_at_end=True)
   sweep.write_summary(os.path.join(args.out, "sweep"), members, out["member_results"])
@@ -154,7 +142,7 @@ def main(argv=None):
   sweep_s = time.time() - t0
 
   t1 = time.time()
-  simple_out = train.train(_config("simple", args), os.path.join(args.out, "simple"), evaluate_at_end=True)
+  simple_out = train.train(reproduce_common.make_config("simple", args), os.path.join(args.out, "simple"), evaluate_at_end=True)
   simple = {k: simple_out["eval"]["model"][k] for k in COLUMNS}
   simple_s = time.time() - t1
 
