@@ -4,7 +4,7 @@ one batched sweep and returning its result rows, reading the spectrum history fr
 run's metrics.jsonl, markdown tables, and the spectrum / curve figures.
 
 Every script takes --out, --steps, --batch, --probe-epochs and --quick (a smoke run with
-the tiny 2-layer ConvNet of tests/_tiny.py). A run whose workdir already has an
+the tiny network of `jaxssl.config.shrink_to_tiny_model`). A run whose workdir already has an
 evaluation (eval.json, or members/<i>/results.json for a sweep) is not retrained: its
 stored results are reused, so an interrupted full-size script can simply be started
 again with the same --out (a workdir with checkpoints but no evaluation is resumed).
@@ -22,7 +22,6 @@ COLUMNS = ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_
 # A run counts as collapsed when its projector output z spans fewer than this many
 # effective dimensions (exp of the spectral entropy; 1 = everything on one line).
 COLLAPSE_ERANK = 2.0
-TINY_ENCODER = {"widths": (4, 8), "strides": (2, 2)}
 
 
 def add_common_args(ap, *, steps: int, batch: int = 256, probe_epochs: int = 30) -> None:
@@ -49,8 +48,8 @@ def ints(text: str) -> list[int]:
 def make_config(config_name: str, args, /, **overrides):
   """experiments/configs/<config_name>.py's Fashion-MNIST config with the script's steps / batch / probe epochs.
 
-  With --quick the encoder is the tiny ConvNet of tests/_tiny.py (8-d representation),
-  MLP heads shrink to 16 hidden / 8 out, and DirectCLR's sub-vector to 4 dimensions.
+  With --quick the network is `jaxssl.config.shrink_to_tiny_model`'s (the tests' tiny
+  ConvNet, 8-d representation, small heads, 4-d DirectCLR sub-vector).
   `overrides` are {dotted config field: value} applied last (with set_field's type check),
   e.g. {"loss.kind": "l2"}; the result is validated.
   """
@@ -64,13 +63,7 @@ def make_config(config_name: str, args, /, **overrides):
   cfg.eval.probe_epochs = args.probe_epochs
   cfg.eval.baselines = False
   if args.quick:
-    cfg.model.encoder_kwargs = dict(TINY_ENCODER)
-    cfg.model.projector = dict(cfg.model.projector)
-    if cfg.model.projector.get("kind", "mlp") == "mlp":
-      cfg.model.projector.update(hidden_dim=16, out_dim=8)
-    cfg.model.predictor = dict(hidden_dim=16, num_layers=2)
-    if "dim" in cfg.loss:
-      cfg.loss.dim = 4
+    config_lib.shrink_to_tiny_model(cfg)
   for field, value in overrides.items():
     if field == "model.projector":   # a dict: replaces the head spec as a whole
       cfg.model.projector = dict(value)
@@ -203,6 +196,16 @@ def all_finite(*xs: float) -> bool:
   return all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
 
 
+def _save(fig, path: str, suptitle: str) -> str:
+  import matplotlib.pyplot as plt
+  if suptitle:
+    fig.suptitle(suptitle)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def plot_spectra_panels(panels: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str, suptitle: str = "") -> str:
   """Several log10(eigenvalue)-vs-rank panels: {panel title: {label: {"eig": [...], "ls": "-"}}}.
   Eigenvalues are sorted descending and clamped at 1e-12, as in jaxssl.plots.plot_spectra."""
@@ -223,12 +226,7 @@ def plot_spectra_panels(panels: Mapping[str, Mapping[str, Mapping[str, Any]]], p
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  if suptitle:
-    fig.suptitle(suptitle)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(fig, path, suptitle)
 
 
 def plot_lines(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], path: str, *,
@@ -248,9 +246,4 @@ def plot_lines(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  if suptitle:
-    fig.suptitle(suptitle)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(fig, path, suptitle)

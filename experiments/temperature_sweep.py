@@ -27,7 +27,7 @@ import time
 import reproduce_common  # noqa: E402  (experiments/ is the script's directory)
 
 TEMPERATURES = (0.07, 0.1, 0.2, 0.5, 1.0)
-COLUMNS = ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_rank_z", "effective_rank_r")
+COLUMNS = reproduce_common.COLUMNS
 
 
 def _monotone(values: list[float], rising: bool) -> bool:

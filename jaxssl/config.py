@@ -149,6 +149,27 @@ def _positive(cfg, dotted: str, *, allow_zero: bool = False) -> None:
     raise ConfigError(f"config.{dotted} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
 
 
+TINY_ENCODER_KWARGS = {"widths": (4, 8), "strides": (2, 2)}
+
+
+def shrink_to_tiny_model(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a Fashion-MNIST config's network, in place, to one that compiles in seconds.
+
+  For smoke runs (tests, `--quick` experiments, the notebook's tiny mode): a 2-layer
+  ConvNet with 4/8 channels (8-d representation), MLP projector 16 -> 8, predictor with 16
+  hidden units, and a 4-d DirectCLR sub-vector. Non-MLP projectors (linear, identity) keep
+  their kind. Returns `cfg`.
+  """
+  cfg.model.encoder_kwargs = dict(TINY_ENCODER_KWARGS)
+  cfg.model.projector = dict(cfg.model.projector)
+  if cfg.model.projector.get("kind", "mlp") == "mlp":
+    cfg.model.projector.update(hidden_dim=16, out_dim=8)
+  cfg.model.predictor = dict(hidden_dim=16, num_layers=2)
+  if "dim" in cfg.loss:
+    cfg.loss.dim = 4
+  return cfg
+
+
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
   """Checks a training config; every problem is reported by field name, before compiling."""
   from jaxssl import methods  # local import: methods imports models/losses

@@ -14,13 +14,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "experiments", "confi
 def tiny_config(method: str = "simclr", *, steps: int = 4, batch_size: int = 16, **overrides):
   """The method's Fashion-MNIST config, shrunk to a model that compiles in seconds."""
   cfg = config_lib.load_config(os.path.join(CONFIG_DIR, f"{method}.py"))
-  cfg.model.encoder_kwargs = {"widths": (4, 8), "strides": (2, 2)}
-  cfg.model.projector = dict(cfg.model.projector)
-  if cfg.model.projector.get("kind", "mlp") == "mlp":
-    cfg.model.projector.update(hidden_dim=16, out_dim=8)
-  cfg.model.predictor = dict(hidden_dim=16, num_layers=2)
-  if "dim" in cfg.loss:
-    cfg.loss.dim = 4
+  config_lib.shrink_to_tiny_model(cfg)
   cfg.data.batch_size = batch_size
   cfg.train.num_steps = steps
   cfg.train.log_every = 2
