@@ -125,7 +125,9 @@ def run_sweep(cfg, workdir: str, field: str, values: Sequence[float], key: str |
     results = out["member_results"]
     sweep.write_summary(workdir, members, results)
   secs = time.time() - t0
-  return [{**_row(r["model"], extra), key: m[field], "member": i, "seconds": secs, "workdir": workdir}
+  # A member whose evaluation failed (jaxssl.train records "eval_error") gets NaN metrics.
+  return [{**_row(r.get("model", {}), extra), key: m[field], "member": i, "seconds": secs, "workdir": workdir,
+           **({"error": r["eval_error"]} if "eval_error" in r else {})}
           for i, (m, r) in enumerate(zip(members, results))]
 
 
