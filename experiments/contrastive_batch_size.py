@@ -84,6 +84,7 @@ def plot(rows, path):
     first = min(v for l, _, v in keys if l == loss)
     styles[f"{LABELS[loss]}, {name}={s:g}"] = "o-" if s == first else "s--"
   rc.plot_lines(panels, path, xlabel="batch size", logx=True, styles=styles,
+                xticks=sorted({r["batch"] for r in rows}),
                 suptitle="Koromilas et al. 2024 at Fashion-MNIST scale: batch size and τ robustness")
 
 

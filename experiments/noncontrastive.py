@@ -26,20 +26,31 @@ without).
 
 Part "wd" (`--parts wd`): SimSiam (`--wd-method`, or byol) with the L2 and with the cosine
 loss (`config.loss.kind`), each one batched sweep over `optim.weight_decay`
-(`--weight-decays`, default 1e-4, 1e-3, 1e-2, 1e-1). Bao's analysis is for gradient descent
-with an L2 penalty, so this part uses SGD (momentum 0.9, coupled weight decay, lr 0.05 =
-SimSiam's 0.05·B/256 at B = 256; `--wd-optim`, `--wd-lr`) rather than the configs' AdamW.
+(`--weight-decays`, default 1, 3, 10, 30, 100). Bao's analysis is gradient descent with an L2
+penalty, so this part uses SGD (momentum 0.9, coupled weight decay; `--wd-optim`) with the
+same learning rate for both loss forms (`--wd-lr`, default 1e-4). Why so small: the L2 loss
+is unnormalised and summed over the 128 dimensions of z (value ≈ 250, gradient norm ≈ 300
+at initialisation), and SGD at SimSiam's lr 0.05 — or at 0.01 — diverged to NaN within 20
+steps for every weight decay (measured); 1e-4 is stable. In those units the L2 form
+collapses to zero between weight decay 30 and 100 at 300 steps (measured, docs/results.md).
+Bao's collapse is a collapse *to zero* (‖Φ‖ → 1e-18 in the linear model), which the
+spectrum and effective rank (computed on z/|z|) do not see, so every member also reports
+the RMS norm of z on the test set (`norm_z`, `jaxssl.diagnostics.embedding_norm`), and two
+kinds of collapse are counted separately:
+  * norm collapse: norm_z < 1e-3 × norm_z of the smallest weight decay (Bao's collapse);
+  * dimensional collapse: effective rank of z < 2 with a norm that has not collapsed
+    (the effective rank of a norm-collapsed z is that of numerical noise).
 Non-finite steps are skipped in-graph (`nonfinite_policy='skip'`) so one diverging member
 does not stop the sweep; the number of non-finite logged steps is reported per member.
-Figure weight_decay.png: accuracy and effective rank vs weight decay, one line per loss
-form. Claims: l2_collapses_at_max_wd (erank z at the largest wd < 2, or < half its value at
-the smallest wd), cosine_survives_max_wd (neither), cosine_erank_above_l2_at_max_wd,
-cosine_accuracy_above_l2_at_max_wd, and l2_collapse_wd / cosine_collapse_wd (the smallest
-weight decay at which each collapses, None if none does).
+Figure weight_decay.png: accuracy, effective rank and norm of z vs weight decay, one line
+per loss form. Claims: l2_norm_collapses_at_max_wd, cosine_norm_survives_max_wd,
+l2_norm_collapse_wd / cosine_norm_collapse_wd (the smallest weight decay at which each
+norm-collapses, None if none does), l2_ / cosine_dimensional_collapse_wd (the same for a
+dimensional collapse), cosine_accuracy_above_l2_at_max_wd.
 
     python experiments/noncontrastive.py --out runs/noncontrastive [--steps 300] [--batch 256]
         [--probe-epochs 30] [--parts ema,wd] [--methods byol,simsiam,directpred,directcopy,isoloss]
-        [--weight-decays 1e-4,1e-3,1e-2,1e-1] [--wd-method simsiam] [--wd-optim sgd] [--wd-lr 0.05]
+        [--weight-decays 1,3,10,30,100] [--wd-method simsiam] [--wd-optim sgd] [--wd-lr 1e-4]
         [--quick]
 
 Writes results.json, table.md, erank_vs_step.png, spectra.png and weight_decay.png to --out.
@@ -120,55 +131,66 @@ def plot_ema(hist: dict, out_dir: str) -> None:
                          suptitle="Final spectra of the projector output z (last logged step)")
 
 
+# A member's z counts as collapsed to zero when its RMS norm is below this fraction of the
+# norm at the smallest weight decay of the same loss form.
+NORM_COLLAPSE_RATIO = 1e-3
+
+
 def run_wd(args) -> list[dict]:
   rows = []
   for kind in ("l2", "cosine"):
-    over = {"loss.kind": kind, "optim.name": args.wd_optim, "train.nonfinite_policy": "skip"}
-    if args.wd_lr is not None:
-      over["optim.lr"] = args.wd_lr
+    over = {"loss.kind": kind, "optim.name": args.wd_optim, "train.nonfinite_policy": "skip",
+            "optim.lr": args.wd_lr}
     cfg = rc.make_config(args.wd_method, args, **over)
     wd = os.path.join(args.out, "wd", f"{args.wd_method}_{kind}")
-    for r in rc.run_sweep(cfg, wd, "optim.weight_decay", args.weight_decays, key="weight_decay",
-                          method=args.wd_method, kind=kind, optim=args.wd_optim, lr=float(cfg.optim.lr)):
-      r["collapsed"] = _collapsed(r["effective_rank_z"])
+    sel = rc.run_sweep(cfg, wd, "optim.weight_decay", args.weight_decays, key="weight_decay",
+                       method=args.wd_method, kind=kind, optim=args.wd_optim, lr=float(cfg.optim.lr))
+    for r in classify_collapse(sel):
       r["nonfinite_logged_steps"] = rc.nonfinite_logged(r["workdir"], r["member"])
       rows.append(r)
   return rows
 
 
+def classify_collapse(sel: list[dict]) -> list[dict]:
+  """Sorts one loss form's rows by weight decay and adds norm_ratio (norm_z over that of the
+  smallest weight decay), norm_collapsed (ratio < NORM_COLLAPSE_RATIO) and dim_collapsed
+  (effective rank of z < 2 while the norm has not collapsed)."""
+  sel = sorted(sel, key=lambda r: r["weight_decay"])
+  ref = sel[0]["norm_z"] if sel else math.nan
+  for r in sel:
+    r["norm_ratio"] = r["norm_z"] / ref if rc.all_finite(r["norm_z"], ref) and ref > 0 else math.nan
+    r["norm_collapsed"] = bool(rc.all_finite(r["norm_ratio"]) and r["norm_ratio"] < NORM_COLLAPSE_RATIO)
+    r["dim_collapsed"] = bool(not r["norm_collapsed"] and _collapsed(r["effective_rank_z"]))
+  return sel
+
+
 def wd_claims(rows: list[dict]) -> dict:
   out = {}
-  for kind in ("l2", "cosine"):
-    sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["weight_decay"])
-    if not sel:
-      continue
-    lo, hi = sel[0], sel[-1]
-    shrunk = rc.all_finite(lo["effective_rank_z"], hi["effective_rank_z"]) and \
-        hi["effective_rank_z"] < 0.5 * lo["effective_rank_z"]
-    out[f"{kind}_collapsed_at_max_wd"] = bool(hi["collapsed"] or shrunk)
-    out[f"{kind}_collapse_wd"] = next((r["weight_decay"] for r in sel if r["collapsed"]), None)
-  if "l2_collapsed_at_max_wd" in out:
-    out["l2_collapses_at_max_wd"] = out.pop("l2_collapsed_at_max_wd")
-  if "cosine_collapsed_at_max_wd" in out:
-    out["cosine_survives_max_wd"] = not out.pop("cosine_collapsed_at_max_wd")
-  l2 = max((r for r in rows if r["kind"] == "l2"), key=lambda r: r["weight_decay"], default=None)
-  cos = max((r for r in rows if r["kind"] == "cosine"), key=lambda r: r["weight_decay"], default=None)
+  by_kind = {k: sorted((r for r in rows if r["kind"] == k), key=lambda r: r["weight_decay"]) for k in ("l2", "cosine")}
+  for kind, sel in by_kind.items():
+    if sel:
+      out[f"{kind}_norm_collapse_wd"] = next((r["weight_decay"] for r in sel if r["norm_collapsed"]), None)
+      out[f"{kind}_dimensional_collapse_wd"] = next((r["weight_decay"] for r in sel if r["dim_collapsed"]), None)
+  l2, cos = (by_kind[k][-1] if by_kind[k] else None for k in ("l2", "cosine"))
+  if l2:
+    out["l2_norm_collapses_at_max_wd"] = l2["norm_collapsed"]
+  if cos:
+    out["cosine_norm_survives_max_wd"] = not cos["norm_collapsed"]
   if l2 and cos:
-    out["cosine_erank_above_l2_at_max_wd"] = bool(cos["effective_rank_z"] > l2["effective_rank_z"]) \
-        if rc.all_finite(cos["effective_rank_z"], l2["effective_rank_z"]) else rc.all_finite(cos["effective_rank_z"])
     out["cosine_accuracy_above_l2_at_max_wd"] = bool(cos["linear_probe"] > l2["linear_probe"]) \
         if rc.all_finite(cos["linear_probe"], l2["linear_probe"]) else rc.all_finite(cos["linear_probe"])
   return out
 
 
 def plot_wd(rows, path, method):
-  panels = {"linear probe acc. (%)": {}, "effective rank z": {}, "effective rank r": {}}
+  panels = {"linear probe acc. (%)": {}, "effective rank z": {}, "RMS norm of z (test set)": {}}
   for kind in ("l2", "cosine"):
     sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["weight_decay"])
-    for title, k in zip(panels, ("linear_probe", "effective_rank_z", "effective_rank_r")):
+    for title, k in zip(panels, ("linear_probe", "effective_rank_z", "norm_z")):
       panels[title][f"{method}, {kind} loss"] = ([r["weight_decay"] for r in sel], [r[k] for r in sel])
   rc.plot_lines(panels, path, xlabel="weight decay", logx=all(r["weight_decay"] > 0 for r in rows),
-                suptitle="Bao 2023 at Fashion-MNIST scale: L2 vs cosine loss under weight decay")
+                logy_panels=("RMS norm of z (test set)",),
+                suptitle="Bao 2023 at Fashion-MNIST scale: L2 vs cosine loss under weight decay (SGD)")
 
 
 def main(argv=None):
@@ -177,10 +199,11 @@ def main(argv=None):
   rc.add_common_args(ap, steps=300)
   ap.add_argument("--parts", default="ema,wd", help="comma list of: ema, wd")
   ap.add_argument("--methods", default=",".join(METHODS), help="methods of the EMA part")
-  ap.add_argument("--weight-decays", default="1e-4,1e-3,1e-2,1e-1")
+  ap.add_argument("--weight-decays", default="1,3,10,30,100")
   ap.add_argument("--wd-method", choices=("simsiam", "byol"), default="simsiam")
   ap.add_argument("--wd-optim", choices=("sgd", "adamw", "lars"), default="sgd")
-  ap.add_argument("--wd-lr", type=float, default=0.05, help="peak lr of the wd part (SGD default 0.05)")
+  ap.add_argument("--wd-lr", type=float, default=1e-4,
+                  help="peak lr of the wd part, both loss forms (the summed L2 loss diverges at 1e-2)")
   args = ap.parse_args(argv)
   rc.apply_quick(args)
   args.methods = [m for m in args.methods.split(",") if m]
@@ -208,7 +231,8 @@ def main(argv=None):
     plot_wd(rows, os.path.join(args.out, "weight_decay.png"), args.wd_method)
     tables.append(("L2 vs cosine loss under weight decay", rc.markdown_table(
         rows, [("method", "method"), ("kind", "loss"), ("optim", "optim"), ("weight_decay", "weight decay")]
-        + rc.METRIC_COLUMNS[:4] + [("collapsed", "collapsed"), ("nonfinite_logged_steps", "non-finite logged")])))
+        + rc.METRIC_COLUMNS[:3] + [("norm_z", "RMS norm z"), ("norm_collapsed", "norm collapse"),
+                                   ("dim_collapsed", "dim. collapse"), ("nonfinite_logged_steps", "non-finite logged")])))
   result["seconds"] = time.time() - t0
   rc.write_outputs(args.out, result, tables)
   return 0

@@ -19,6 +19,9 @@ from typing import Any, Mapping, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLUMNS = ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_rank_z", "effective_rank_r")
+# Every result row also carries the RMS norm of z (`diagnostics.embedding_norm`; NaN for an
+# evaluation made before it existed): a collapse to zero (Bao) leaves the effective rank intact.
+ROW_METRICS = COLUMNS + ("norm_z",)
 # A run counts as collapsed when its projector output z spans fewer than this many
 # effective dimensions (exp of the spectral entropy; 1 = everything on one line).
 COLLAPSE_ERANK = 2.0
@@ -74,7 +77,7 @@ def make_config(config_name: str, args, /, **overrides):
 
 
 def _row(model: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-  return {**extra, **{k: float(model.get(k, math.nan)) for k in COLUMNS}}
+  return {**extra, **{k: float(model.get(k, math.nan)) for k in ROW_METRICS}}
 
 
 def run_one(cfg, workdir: str, **extra) -> dict[str, Any]:
@@ -232,8 +235,10 @@ def plot_spectra_panels(panels: Mapping[str, Mapping[str, Mapping[str, Any]]], p
 
 
 def plot_lines(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], path: str, *,
-               xlabel: str, logx: bool = False, suptitle: str = "", styles: Mapping[str, str] | None = None) -> str:
-  """Line panels: {panel title: {label: (xs, ys)}}; `styles` maps labels to line styles."""
+               xlabel: str, logx: bool = False, suptitle: str = "", styles: Mapping[str, str] | None = None,
+               logy_panels: Sequence[str] = (), xticks: Sequence[float] = ()) -> str:
+  """Line panels: {panel title: {label: (xs, ys)}}; `styles` maps labels to line styles;
+  the panels named in `logy_panels` get a log y axis; `xticks` are labelled as plain numbers."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -244,6 +249,11 @@ def plot_lines(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence
       ax.plot(xs, ys, (styles or {}).get(label, "o-"), label=label, markersize=4)
     if logx:
       ax.set_xscale("log")
+    if title in logy_panels:
+      ax.set_yscale("log")
+    if xticks:
+      ax.set_xticks(list(xticks), [f"{v:g}" for v in xticks])
+      ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -1,5 +1,5 @@
-"""Representation diagnostics: spectrum, effective rank, alignment, uniformity, tolerance,
-hardness, Wasserstein uniformity and local separation.
+"""Representation diagnostics: spectrum, effective rank, embedding norm, alignment,
+uniformity, tolerance, hardness, Wasserstein uniformity and local separation.
 
 Notation: z is a [B, D] batch of embeddings (not normalised); u_i = z_i / |z_i| (safe
 normalisation: a zero row stays 0, never NaN); M is the *global* batch size.
@@ -10,7 +10,7 @@ the unsharded call on the concatenated batch. `spectrum` (and what builds on it)
 psums D- and [D, D]-sized moments: the embeddings are never gathered. `uniformity`
 needs every pair, so it all-gathers the normalised rows (as the contrastive losses do).
 
-Diagnostics are measurements, not losses: `spectrum`, `effective_rank`, `hardness`,
+Diagnostics are measurements, not losses: `spectrum`, `effective_rank`, `embedding_norm`, `hardness`,
 `wasserstein_uniformity` and `local_separation` are under ``stop_gradient``.
 `alignment` and `uniformity` are differentiable (unsharded) so that they can also serve
 as Wang & Isola's alignment/uniformity losses.
@@ -115,6 +115,23 @@ def effective_rank(z_or_eigs: jax.Array, *, axis_name=None) -> jax.Array:
   p = sigma / jnp.where(total > 0, total, 1.0)             # [D]
   ent = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
   return lax.stop_gradient(jnp.where(total > 0, jnp.exp(ent), 0.0))
+
+
+def embedding_norm(z: jax.Array, *, axis_name=None) -> jax.Array:
+  r"""Root-mean-square row norm of the (unnormalised) embeddings:
+
+      norm = sqrt( 1/M sum_i |z_i|^2 ).
+
+  The spectrum, effective rank, alignment and uniformity all look at u = z/|z| and are
+  blind to scale; this is the one diagnostic that sees Bao's (2023) collapse of the L2
+  BYOL/SimSiam loss under weight decay, where the network shrinks to zero (|z| -> 0)
+  rather than onto a line. With ``axis_name`` the sum of squares is psum'd. Under
+  stop_gradient (a measurement). Needs M >= 1.
+  """
+  _check_embeddings("embedding_norm", z)
+  big_m = C.check_batch("embedding_norm", z.shape[0], axis_name, 1)
+  zf = lax.stop_gradient(C.as_float(z))                    # [m, D]
+  return jnp.sqrt(C.psum(jnp.sum(zf * zf), axis_name) / big_m)
 
 
 # ----------------------------------------------------------------------------- alignment / uniformity

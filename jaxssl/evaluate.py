@@ -258,12 +258,14 @@ def _load_run(workdir: str):
 
 
 def representation_metrics(z: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """Uniformity (-L_unif, t=2), tolerance and effective rank of embeddings (Wang & Liu; Koromilas)."""
+  """Uniformity (-L_unif, t=2), tolerance and effective rank of embeddings (Wang & Liu;
+  Koromilas), and their RMS norm (`diagnostics.embedding_norm`: a collapse to zero, Bao)."""
   from jaxssl import diagnostics
   z = jnp.asarray(z)
   return {"uniformity": float(-diagnostics.uniformity(z, t=2.0)),
           "tolerance": float(diagnostics.tolerance(z, jnp.asarray(labels))),
-          "effective_rank": float(diagnostics.effective_rank(diagnostics.spectrum(z)))}
+          "effective_rank": float(diagnostics.effective_rank(diagnostics.spectrum(z))),
+          "norm": float(diagnostics.embedding_norm(z))}
 
 
 def evaluate_features(train_feats, train_labels, test_feats, test_labels, *, num_classes: int,

@@ -249,6 +249,8 @@ def _diagnostics(z1, z2, r1) -> dict[str, jax.Array]:
       "spectrum_z": eig_z, "spectrum_r": eig_r,
       "effective_rank_z": diagnostics.effective_rank(eig_z),
       "effective_rank_r": diagnostics.effective_rank(eig_r),
+      # The spectrum is of normalised rows: only the norm shows a collapse to zero (Bao).
+      "norm_z": diagnostics.embedding_norm(z1),
       "alignment": diagnostics.alignment(z1, z2),
       # Wang & Isola / Wang & Liu report -L_unif: larger is more uniform.
       "uniformity": -diagnostics.uniformity(z1, t=2.0),
@@ -657,7 +659,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
 
 def _records(m, step, ips, diag_step, members):
   """metrics.jsonl records: one per run, or one per sweep member (with its hyperparameters)."""
-  diag_keys = ("effective_rank_z", "effective_rank_r", "alignment", "uniformity")
+  diag_keys = ("effective_rank_z", "effective_rank_r", "norm_z", "alignment", "uniformity")
   n = len(members) if members else 1
   recs = []
   for i in range(n):

@@ -120,6 +120,33 @@ def test_spectrum_bad_input_raises_config_error():
     D.spectrum(jnp.ones((4,)))
 
 
+# ----------------------------------------------------------------------------- embedding norm
+
+def test_embedding_norm_matches_numpy_and_sees_a_collapse_to_zero_that_the_spectrum_does_not():
+  rng = np.random.default_rng(11)
+  z = rng.standard_normal((64, 16)).astype(np.float32) * 3.0
+  want = np.sqrt(np.mean(np.sum(np.asarray(z, np.float64) ** 2, axis=1)))
+  np.testing.assert_allclose(float(D.embedding_norm(jnp.asarray(z))), want, rtol=1e-6)
+  # Bao's L2 collapse shrinks the whole network: z -> 1e-6 z. The spectrum of the
+  # normalised rows (and so the effective rank) is unchanged; the norm falls 1e6-fold.
+  tiny = jnp.asarray(z * 1e-6)
+  np.testing.assert_allclose(np.asarray(D.spectrum(tiny)), np.asarray(D.spectrum(jnp.asarray(z))), atol=1e-5)
+  np.testing.assert_allclose(float(D.embedding_norm(tiny)), want * 1e-6, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(jax.grad(lambda x: D.embedding_norm(x))(jnp.asarray(z))), 0.0)
+
+
+@needs_8
+def test_embedding_norm_sharded_equals_unsharded():
+  z = jnp.asarray(np.random.default_rng(12).standard_normal((32, 5)) - 0.7, jnp.float32)
+  f = shard_map_fn(lambda x: D.embedding_norm(x, axis_name=AX))
+  np.testing.assert_allclose(float(f(z)), float(D.embedding_norm(z)), rtol=1e-6)
+
+
+def test_embedding_norm_bad_input_raises_config_error():
+  with pytest.raises(ConfigError, match=r"\[batch, dim\]"):
+    D.embedding_norm(jnp.ones((4,)))
+
+
 # ----------------------------------------------------------------------------- effective rank
 
 def test_effective_rank_matches_numpy_and_closed_forms():

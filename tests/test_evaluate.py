@@ -182,3 +182,20 @@ def test_raw_pixel_baselines_fashion_mnist():
   assert 0.83 <= knn[20] <= 0.87, knn       # measured 0.8447
   lin = evaluate.linear_probe(xtr, ytr, xte, yte, num_classes=10)
   assert 0.835 <= lin["test_accuracy"] <= 0.86, lin   # measured 0.8457
+
+
+def test_representation_metrics_norm_and_effective_rank_match_numpy():
+  rng = np.random.default_rng(21)
+  z = (rng.standard_normal((200, 6)) * np.array([4.0, 2.0, 1.0, 1.0, 0.5, 0.1])).astype(np.float32)
+  labels = rng.integers(0, 3, 200)
+  got = evaluate.representation_metrics(z, labels)
+  z64 = z.astype(np.float64)
+  np.testing.assert_allclose(got["norm"], np.sqrt(np.mean(np.sum(z64 ** 2, axis=1))), rtol=1e-5)
+  u = z64 / np.linalg.norm(z64, axis=1, keepdims=True)
+  s = np.sqrt(np.clip(np.linalg.eigvalsh(np.cov(u.T)), 0, None))
+  p = s / s.sum()
+  np.testing.assert_allclose(got["effective_rank"], np.exp(-np.sum(p * np.log(p))), rtol=1e-4)
+  # A network shrunk to zero (Bao's L2 collapse) keeps its effective rank; only the norm shows it.
+  small = evaluate.representation_metrics(z * 1e-5, labels)
+  np.testing.assert_allclose(small["effective_rank"], got["effective_rank"], rtol=1e-3)
+  np.testing.assert_allclose(small["norm"], got["norm"] * 1e-5, rtol=1e-4)

@@ -72,6 +72,8 @@ def test_step_loss_and_diagnostics_match_independent_computation():
   np.testing.assert_allclose(metrics["spectrum_z"], want_spec, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(metrics["effective_rank_z"], diagnostics.effective_rank(want_spec), rtol=1e-4)
   np.testing.assert_allclose(metrics["uniformity"], -diagnostics.uniformity(o1["z"], t=2.0), rtol=1e-5)
+  want_norm = np.sqrt(np.mean(np.sum(np.asarray(o1["z"], np.float64) ** 2, axis=1)))
+  np.testing.assert_allclose(metrics["norm_z"], want_norm, rtol=1e-5)
   assert metrics["spectrum_r"].shape == (setup.feature_dim,)
 
 
@@ -115,7 +117,8 @@ def test_train_loop_writes_metrics_checkpoints_and_plots(tmp_path):
   recs = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert [r["step"] for r in recs] == [0, 2, 3]
   assert len(recs[0]["spectrum_z"]) == 8 and "effective_rank_z" in recs[0]
-  assert "effective_rank_z" not in recs[-1]   # step 3 is not a diagnostics step
+  assert "effective_rank_z" not in recs[-1] and "norm_z" not in recs[-1]   # step 3 is not a diagnostics step
+  assert recs[0]["norm_z"] > 0
   assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == "4"
   assert (tmp_path / "spectrum_z.png").exists() and (tmp_path / "training_curves.png").exists()
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))

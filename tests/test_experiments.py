@@ -1,0 +1,66 @@
+"""The reproduction scripts' claim logic (experiments/*.py) on hand-made result rows."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import noncontrastive  # noqa: E402
+
+
+def _row(kind, wd, norm, erank, acc):
+  return {"kind": kind, "weight_decay": wd, "norm_z": norm, "effective_rank_z": erank, "linear_probe": acc}
+
+
+def test_weight_decay_collapse_kinds_and_claims():
+  # Bao: the L2 form shrinks to zero above a threshold; the cosine form keeps a non-zero
+  # norm (here it loses dimensions instead, which is counted separately).
+  l2 = noncontrastive.classify_collapse([_row("l2", 100.0, 1e-7, 40.0, 70.0), _row("l2", 1.0, 11.7, 50.0, 80.0),
+                                         _row("l2", 10.0, 2.9, 48.0, 79.0)])
+  cos = noncontrastive.classify_collapse([_row("cosine", 1.0, 7.1, 91.0, 82.0), _row("cosine", 10.0, 2.0, 74.0, 81.0),
+                                          _row("cosine", 100.0, 0.22, 1.3, 75.0)])
+  assert [r["weight_decay"] for r in l2] == [1.0, 10.0, 100.0]
+  assert [r["norm_collapsed"] for r in l2] == [False, False, True]
+  assert l2[2]["norm_ratio"] == pytest.approx(1e-7 / 11.7)
+  # A norm-collapsed member's effective rank is that of noise: not a dimensional collapse.
+  assert not any(r["dim_collapsed"] for r in l2)
+  assert [r["norm_collapsed"] for r in cos] == [False, False, False]
+  assert [r["dim_collapsed"] for r in cos] == [False, False, True]
+  claims = noncontrastive.wd_claims(l2 + cos)
+  assert claims == {"l2_norm_collapse_wd": 100.0, "l2_dimensional_collapse_wd": None,
+                    "cosine_norm_collapse_wd": None, "cosine_dimensional_collapse_wd": 100.0,
+                    "l2_norm_collapses_at_max_wd": True, "cosine_norm_survives_max_wd": True,
+                    "cosine_accuracy_above_l2_at_max_wd": True}
+
+
+def test_weight_decay_collapse_with_missing_norms_is_never_claimed():
+  # Evaluations without a norm (NaN, e.g. a diverged member) cannot count as a collapse to zero.
+  rows = noncontrastive.classify_collapse([_row("l2", 1.0, math.nan, 50.0, math.nan),
+                                           _row("l2", 10.0, 1e-9, 50.0, 80.0)])
+  assert not any(r["norm_collapsed"] for r in rows)
+  assert math.isnan(rows[1]["norm_ratio"])
+
+
+def test_collapsed_dims_counts_the_spectrum_tail_and_drives_the_tail_claims():
+  import numpy as np
+  import dimensional_collapse as dc
+  eig = np.concatenate([np.logspace(0, -5, 250), [1e-7, 5e-8, 0.0, 0.0, 0.0, 0.0]])
+  assert dc.collapsed_dims(eig) == 6
+  assert dc.collapsed_dims(eig * 1e-3) == 6          # relative to the largest eigenvalue
+  assert dc.collapsed_dims([]) == 0 and dc.collapsed_dims([0.0, 0.0]) == 0
+  assert dc.collapsed_dims([1.0, float("nan")]) == 0
+  spectra = {"mlp": {"spectrum_r": eig[:252]}, "linear": {"spectrum_r": eig[:253]},
+             "none": {"spectrum_r": eig}, "directclr": {"spectrum_r": eig[:250]}}
+  rows = {k: {"effective_rank_r": er, "effective_rank_z": 50.0, "linear_probe": acc}
+          for k, er, acc in (("mlp", 120.0, 85.7), ("linear", 109.0, 84.8), ("none", 148.0, 81.5),
+                             ("directclr", 160.0, 85.5))}
+  dc.add_collapsed_dims(rows, spectra)
+  assert [rows[k]["collapsed_dims_r"] for k in ("mlp", "linear", "none", "directclr")] == [2, 3, 6, 0]
+  c = dc.claims(rows)
+  # The entropy-based rank and the tail count disagree here, as measured at 2000 steps.
+  assert c["no_projector_r_tail_collapses_more_than_mlp"] and c["no_projector_r_tail_collapses_more_than_linear"]
+  assert not c["no_projector_r_collapses_more_than_mlp"]
+  assert c["accuracy_mlp_beats_linear"] and c["directclr_r_not_collapsed"]
