@@ -164,9 +164,14 @@ def classify_collapse(sel: list[dict]) -> list[dict]:
   return sel
 
 
+def _by_kind(rows: list[dict]) -> dict[str, list[dict]]:
+  """{"l2": rows, "cosine": rows}, each sorted by weight decay."""
+  return {k: sorted((r for r in rows if r["kind"] == k), key=lambda r: r["weight_decay"]) for k in ("l2", "cosine")}
+
+
 def wd_claims(rows: list[dict]) -> dict:
   out = {}
-  by_kind = {k: sorted((r for r in rows if r["kind"] == k), key=lambda r: r["weight_decay"]) for k in ("l2", "cosine")}
+  by_kind = _by_kind(rows)
   for kind, sel in by_kind.items():
     if sel:
       out[f"{kind}_norm_collapse_wd"] = next((r["weight_decay"] for r in sel if r["norm_collapsed"]), None)
@@ -184,8 +189,7 @@ def wd_claims(rows: list[dict]) -> dict:
 
 def plot_wd(rows, path, method):
   panels = {"linear probe acc. (%)": {}, "effective rank z": {}, "RMS norm of z (test set)": {}}
-  for kind in ("l2", "cosine"):
-    sel = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["weight_decay"])
+  for kind, sel in _by_kind(rows).items():
     for title, k in zip(panels, ("linear_probe", "effective_rank_z", "norm_z")):
       panels[title][f"{method}, {kind} loss"] = ([r["weight_decay"] for r in sel], [r[k] for r in sel])
   rc.plot_lines(panels, path, xlabel="weight decay", logx=all(r["weight_decay"] > 0 for r in rows),
