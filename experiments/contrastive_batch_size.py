@@ -92,18 +92,17 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--out", default="runs/contrastive_batch_size")
   rc.add_common_args(ap, steps=300)
-  ap.add_argument("--batch-sizes", default="32,64,128,256")
-  ap.add_argument("--temperatures", default="0.1,0.5", help="τ values swept for NT-Xent, DCL, DHEL")
-  ap.add_argument("--kcl-ts", default="1,4", help="Gaussian-kernel t values swept for KCL (it has no τ)")
+  ap.add_argument("--batch-sizes", type=rc.ints, default="32,64,128,256")
+  ap.add_argument("--temperatures", type=rc.floats, default="0.1,0.5", help="τ values swept for NT-Xent, DCL, DHEL")
+  ap.add_argument("--kcl-ts", type=rc.floats, default="1,4", help="Gaussian-kernel t values swept for KCL (it has no τ)")
   ap.add_argument("--budget", choices=("images", "steps"), default="images",
                   help="images: equal images seen (--steps at the largest batch); steps: --steps for every batch")
   ap.add_argument("--losses", default=",".join(LOSSES))
   args = ap.parse_args(argv)
   rc.apply_quick(args)
   if args.quick:
-    args.batch_sizes, args.steps = "32,64", 8
-  batch_sizes = rc.ints(args.batch_sizes)
-  taus, kcl_ts = rc.floats(args.temperatures), rc.floats(args.kcl_ts)
+    args.batch_sizes, args.steps = [32, 64], 8
+  batch_sizes, taus, kcl_ts = args.batch_sizes, args.temperatures, args.kcl_ts
   losses = [l for l in args.losses.split(",") if l]
   os.makedirs(args.out, exist_ok=True)
   t0 = time.time()

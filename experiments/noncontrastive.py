@@ -203,7 +203,7 @@ def main(argv=None):
   rc.add_common_args(ap, steps=300)
   ap.add_argument("--parts", default="ema,wd", help="comma list of: ema, wd")
   ap.add_argument("--methods", default=",".join(METHODS), help="methods of the EMA part")
-  ap.add_argument("--weight-decays", default="1,3,10,30,100")
+  ap.add_argument("--weight-decays", type=rc.floats, default="1,3,10,30,100")
   ap.add_argument("--wd-method", choices=("simsiam", "byol"), default="simsiam")
   ap.add_argument("--wd-optim", choices=("sgd", "adamw", "lars"), default="sgd")
   ap.add_argument("--wd-lr", type=float, default=1e-4,
@@ -211,7 +211,6 @@ def main(argv=None):
   args = ap.parse_args(argv)
   rc.apply_quick(args)
   args.methods = [m for m in args.methods.split(",") if m]
-  args.weight_decays = rc.floats(args.weight_decays)
   parts = {p for p in args.parts.split(",") if p}
   if parts - {"ema", "wd"}:
     ap.error(f"--parts: unknown part(s) {sorted(parts - {'ema', 'wd'})}")

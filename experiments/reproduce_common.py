@@ -11,6 +11,7 @@ again with the same --out (a workdir with checkpoints but no evaluation is resum
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -40,12 +41,24 @@ def apply_quick(args) -> None:
     args.steps, args.batch, args.probe_epochs = 16, 32, 1
 
 
+def _number_list(text: str, kind: type) -> list:
+  try:
+    values = [kind(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+  if not values:
+    raise argparse.ArgumentTypeError(f"expected at least one {kind.__name__}, got {text!r}")
+  return values
+
+
 def floats(text: str) -> list[float]:
-  return [float(v) for v in text.split(",") if v.strip()]
+  """argparse type: a non-empty comma-separated list of numbers ("0.1,0.5")."""
+  return _number_list(text, float)
 
 
 def ints(text: str) -> list[int]:
-  return [int(v) for v in text.split(",") if v.strip()]
+  """argparse type: a non-empty comma-separated list of integers ("32,64")."""
+  return _number_list(text, int)
 
 
 def make_config(config_name: str, args, /, **overrides):

@@ -64,3 +64,16 @@ def test_collapsed_dims_counts_the_spectrum_tail_and_drives_the_tail_claims():
   assert c["no_projector_r_tail_collapses_more_than_mlp"] and c["no_projector_r_tail_collapses_more_than_linear"]
   assert not c["no_projector_r_collapses_more_than_mlp"]
   assert c["accuracy_mlp_beats_linear"] and c["directclr_r_not_collapsed"]
+
+
+def test_number_list_arguments_parse_and_reject_empty_or_non_numeric():
+  import argparse
+  import reproduce_common as rc
+  assert rc.floats("1e-4, 0.5,") == [1e-4, 0.5] and rc.ints("32,64") == [32, 64]
+  for bad, fn in (("", rc.floats), (",", rc.ints), ("abc", rc.floats), ("3.5", rc.ints)):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+      fn(bad)
+  # Through a script's parser: a clear usage error (exit 2), no traceback, nothing trained.
+  with pytest.raises(SystemExit) as e:
+    noncontrastive.main(["--parts", "wd", "--weight-decays", "", "--out", "/nonexistent/never-created"])
+  assert e.value.code == 2
