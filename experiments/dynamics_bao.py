@@ -35,6 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxssl import plots  # noqa: E402
 from jaxssl.dynamics import bao  # noqa: E402
 
 SIGMA2, RHO, D, H = 0.3, 0.3, 32, 16
@@ -99,8 +100,7 @@ def plot_norms(r, path):
   ax.set_ylabel(r"participation ratio of eig($\Phi\Phi^\top$)")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def eigen_trajectories(steps: int, every: int, batch: int) -> dict:
@@ -138,8 +138,7 @@ def plot_eigen(tr, path):
     ax.set_title(rf"cosine, $\rho={tr['rho']}$, $\sigma^2={SIGMA2}$: lines ODE, circles "
                  rf"network (max err {100 * err:.1f}% of max)", fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def phase(n: int, steps: int) -> dict:
@@ -179,8 +178,7 @@ def plot_phase(ph, path):
     fig.colorbar(im, ax=ax)
     ax.legend(fontsize=7, loc="upper right")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def plot_regime(r, path):
@@ -222,8 +220,7 @@ def plot_regime(r, path):
   fig.colorbar(im, ax=ax)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def main(argv=None):

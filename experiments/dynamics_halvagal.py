@@ -17,7 +17,6 @@ Runs in about two minutes on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -33,6 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxssl import plots  # noqa: E402
 from jaxssl.dynamics import halvagal as H  # noqa: E402
 
 SIGMA2 = 0.01           # σ = 0.1
@@ -99,8 +99,7 @@ def plot_trajectories(out, path):
                "\n(the cosine ODEs assume concentrated norms; at d=10 that is the "
                "error seen here -- see halvagal_cosine.png)", fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def speedup(lr=0.05, steps=1600, every=4, batch=512):
@@ -146,8 +145,7 @@ def plot_speedup(res, path):
                rf"{res['speedup_ode']:.1f}x", fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def phase_diagrams(n=96, n_net=8, lam0=1.0, t1=2000.0, lr=0.05, steps=1200):
@@ -214,8 +212,7 @@ def plot_phase(pd, path):
     ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
   fig.suptitle("Halvagal et al.: collapse under weight decay -- Euclidean vs IsoLoss")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def weight_decay(eta=0.5, lr=0.01, steps=1500, every=25, batch=1024):
@@ -249,8 +246,7 @@ def plot_weight_decay(out, eta, path):
   ax.set_title(rf"Weight decay $\eta={eta}$: lines = ODE, circles = network", fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def cosine(lr=0.1, steps=600, every=10, batch=1024):
@@ -313,8 +309,7 @@ def plot_cosine(res, path):
   ax.set_title("cosine ODEs become exact as d grows", fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def main(argv=None):

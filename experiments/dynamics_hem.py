@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxssl import plots  # noqa: E402
 from jaxssl.dynamics import hem  # noqa: E402
 
 CASES = (("simplex", 4, 3, 0.5), ("cross-polytope", 6, 3, 0.5), ("pentagon", 5, 2, 0.5),
@@ -90,8 +91,7 @@ def plot_gram(mins, path):
       ax.set_xticks([])
       ax.set_yticks([])
   fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label=r"$u_i^\top u_j$")
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def plot_batch(bs, ms, pop, path):
@@ -109,8 +109,7 @@ def plot_batch(bs, ms, pop, path):
   ax.set_title("d = 16, σ = 0.36, τ = 0.3", fontsize=10)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def main(argv=None):

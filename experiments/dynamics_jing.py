@@ -32,6 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxssl import plots  # noqa: E402
 from jaxssl.dynamics import jing  # noqa: E402
 
 NOISES = sorted(jing.PAPER_CASE1_RATIOS)
@@ -104,8 +105,7 @@ def plot_case1(res: dict, out: dict, path: str) -> None:
   ax.legend()
   ax.grid(alpha=0.3, which="both")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def plot_case1_spectrum(out: dict, path: str) -> None:
@@ -129,8 +129,7 @@ def plot_case1_spectrum(out: dict, path: str) -> None:
   for a in axes:
     a.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def plot_case2(out: dict, path: str) -> None:
@@ -147,8 +146,7 @@ def plot_case2(out: dict, path: str) -> None:
   ax.legend(loc="lower right")
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def plot_alignment(out: dict, path: str) -> None:
@@ -165,8 +163,7 @@ def plot_alignment(out: dict, path: str) -> None:
     ax.set_xlabel("left singular vectors of W₁")
     ax.set_ylabel("right singular vectors of W₂")
   fig.colorbar(im, ax=axes, shrink=0.8)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def main() -> None:

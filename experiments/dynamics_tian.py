@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxssl import plots  # noqa: E402
 from jaxssl.dynamics import tian  # noqa: E402
 
 SIGMA2 = 0.3
@@ -122,8 +123,7 @@ def plot_phase(pd, path):
       ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
   fig.suptitle("Tian et al.: collapse phase diagram of linear SimSiam (L2 loss)")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def trajectories(eta: float, p0s, lr=0.05, steps=2400, every=40, batch=1024):
@@ -162,8 +162,7 @@ def plot_trajectories(trajs, p0s, path):
                  rf"circles = trained network", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def invariant(etas, lr=0.02, steps=1500, every=30, batch=2048):
@@ -202,8 +201,7 @@ def plot_invariant(res, path):
   ax.set_title(r"Invariant of linear SimSiam ($\alpha_p=1$)", fontsize=10)
   ax.legend(fontsize=7, ncol=1)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def main(argv=None):

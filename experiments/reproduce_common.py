@@ -18,6 +18,9 @@ import os
 import time
 from typing import Any, Mapping, Sequence
 
+from jaxssl import run, sweep
+from jaxssl.errors import NumericalError
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLUMNS = ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_rank_z", "effective_rank_r")
 # Every result row also carries the RMS norm of z (`diagnostics.embedding_norm`; NaN for an
@@ -98,8 +101,6 @@ def run_one(cfg, workdir: str, **extra) -> dict[str, Any]:
 
   A non-finite loss (NumericalError) does not stop the script: the row gets NaN metrics
   and an "error" entry."""
-  from jaxssl import train
-  from jaxssl.errors import NumericalError
   t0 = time.time()
   done = os.path.join(workdir, "eval.json")
   if os.path.exists(done):
@@ -109,7 +110,7 @@ def run_one(cfg, workdir: str, **extra) -> dict[str, Any]:
     return {**_row(model, extra), "seconds": 0.0, "workdir": workdir}
   resume = os.path.isdir(os.path.join(workdir, "checkpoints")) and bool(os.listdir(os.path.join(workdir, "checkpoints")))
   try:
-    out = train.train(cfg, workdir, resume=resume, evaluate_at_end=True)
+    out = run.train(cfg, workdir, resume=resume, evaluate_at_end=True)
   except NumericalError as e:
     print(f"[diverged] {workdir}: {e}", flush=True)
     return {**_row({}, extra), "error": str(e).split(";")[0], "seconds": time.time() - t0, "workdir": workdir}
@@ -120,8 +121,6 @@ def run_sweep(cfg, workdir: str, field: str, values: Sequence[float], key: str |
               **extra) -> list[dict[str, Any]]:
   """Trains len(values) models at once (`jaxssl.sweep`, one compiled program) over the
   sweepable `field`; returns one row per member: {**extra, key: value, member, metrics...}."""
-  from jaxssl import sweep, train
-  from jaxssl.errors import NumericalError
   key = key or field.split(".")[-1]
   members = sweep.members_from_sweep(cfg, [(field, list(values))])
   t0 = time.time()
@@ -133,15 +132,14 @@ def run_sweep(cfg, workdir: str, field: str, values: Sequence[float], key: str |
     ck = os.path.join(workdir, "checkpoints")
     resume = os.path.isdir(ck) and bool(os.listdir(ck))
     try:
-      out = train.train(cfg, workdir, resume=resume, members=members, evaluate_at_end=True)
+      out = run.sweep(cfg, members, workdir, resume=resume, evaluate_at_end=True)
     except NumericalError as e:
       print(f"[diverged] {workdir}: {e}", flush=True)
       return [{**_row({}, extra), key: m[field], "member": i, "error": str(e).split(";")[0],
                "seconds": time.time() - t0, "workdir": workdir} for i, m in enumerate(members)]
     results = out["member_results"]
-    sweep.write_summary(workdir, members, results)
   secs = time.time() - t0
-  # A member whose evaluation failed (jaxssl.train records "eval_error") gets NaN metrics.
+  # A member whose evaluation failed (jaxssl.sweep records "eval_error") gets NaN metrics.
   return [{**_row(r.get("model", {}), extra), key: m[field], "member": i, "seconds": secs, "workdir": workdir,
            **({"error": r["eval_error"]} if "eval_error" in r else {})}
           for i, (m, r) in enumerate(zip(members, results))]

@@ -25,6 +25,7 @@ import sys
 import time
 
 import reproduce_common  # noqa: E402  (experiments/ is the script's directory)
+from jaxssl import run, sweep  # noqa: E402
 
 TEMPERATURES = (0.07, 0.1, 0.2, 0.5, 1.0)
 COLUMNS = reproduce_common.COLUMNS
@@ -128,21 +129,19 @@ def main(argv=None):
     return 0
   if args.quick:
     args.steps, args.batch, args.probe_epochs = 20, 64, 2
-  from jaxssl import sweep, train
 
   os.makedirs(args.out, exist_ok=True)
   t0 = time.time()
   cfg = reproduce_common.make_config("simclr", args)
   members = sweep.members_from_sweep(cfg, [("loss.temperature", list(TEMPERATURES))])
-  out = train.train(cfg, os.path.join(args.out, "sweep"), members=members, evaluate_at_end=True)
-  sweep.write_summary(os.path.join(args.out, "sweep"), members, out["member_results"])
+  out = run.sweep(cfg, members, os.path.join(args.out, "sweep"), evaluate_at_end=True)
   rows = []
   for m, r in zip(members, out["member_results"]):
     rows.append({"temperature": m["loss.temperature"], **{k: r["model"][k] for k in COLUMNS}})
   sweep_s = time.time() - t0
 
   t1 = time.time()
-  simple_out = train.train(reproduce_common.make_config("simple", args), os.path.join(args.out, "simple"), evaluate_at_end=True)
+  simple_out = run.train(reproduce_common.make_config("simple", args), os.path.join(args.out, "simple"), evaluate_at_end=True)
   simple = {k: simple_out["eval"]["model"][k] for k in COLUMNS}
   simple_s = time.time() - t1
 

@@ -12,9 +12,10 @@ checkpoint of a different model is refused with a clear message before any resto
 """
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
 import os
+import shutil
 import warnings
 from typing import Any
 
@@ -30,6 +31,20 @@ def fingerprint(cfg: Any, state: Any) -> str:
   items = [(jax.tree_util.keystr(p), tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__)))
            for p, x in jax.tree_util.tree_leaves_with_path(state)]
   return hashlib.sha256(repr(items).encode()).hexdigest()[:16]
+
+
+def _is_disk_full(e: BaseException) -> bool:
+  """True when `e`, or an exception it was raised from, is "no space left on device"."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return True
+    text = str(e)
+    if "No space left on device" in text or ("RESOURCE_EXHAUSTED" in text and "space" in text.lower()):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
 
 
 def describe(state: Any) -> dict[str, list[int]]:
@@ -57,8 +72,40 @@ class Checkpointer:
     if step in self.all_steps():
       return
     meta = {**meta, "fingerprint": self.fingerprint, "shapes": describe(state)}
-    self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                  meta=ocp.args.JsonSave(meta)), force=True)
+    try:
+      self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)), force=True)
+      self._mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - orbax wraps OSErrors in several exception types
+      if not _is_disk_full(e):
+        raise
+      self._remove_partial()
+      need = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state)) / 2**20
+      free = shutil.disk_usage(self.directory).free / 2**20
+      latest = self.latest_step()
+      raise CheckpointError(
+          f"disk full while writing checkpoint {step} to {self.directory}: {free:.0f} MiB free, a checkpoint "
+          f"needs about {need:.0f} MiB. Free space on that disk (or lower config.train.keep_checkpoints), then "
+          f"run again with --resume: it continues from "
+          + (f"step {latest}." if latest is not None else "the start (no checkpoint was completed).")) from None
+
+  def latest_good_step(self) -> int | None:
+    """The newest checkpoint whose parameters were all finite when it was written."""
+    for step in reversed(self.all_steps()):
+      try:
+        if self.read_meta(step).get("params_finite", True):
+          return step
+      except Exception:  # noqa: BLE001 - an unreadable checkpoint is not good
+        continue
+    return None
+
+  def _remove_partial(self) -> None:
+    """Deletes orbax's temporary directories of an interrupted save (never a finished checkpoint)."""
+    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+      return
+    for name in os.listdir(self.directory):
+      if ".orbax-checkpoint-tmp" in name:
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()

@@ -12,11 +12,15 @@ on Cloud TPU pods and SLURM the cluster is detected automatically.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from jaxssl.errors import JaxsslError
+from jaxssl import config as config_lib
+from jaxssl import evaluate
+from jaxssl import parallel
+from jaxssl import plots
+from jaxssl import run
+from jaxssl.errors import ConfigError, JaxsslError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -60,38 +64,41 @@ def main(argv: list[str] | None = None) -> int:
   except JaxsslError as e:
     print(f"jaxssl {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    where = getattr(args, "workdir", None)
+    print(f"\njaxssl {args.command}: interrupted. The last complete checkpoint in {where}/checkpoints is "
+          "intact; continue with --resume.", file=sys.stderr)
+    return 130
 
 
 def _run(args, overrides) -> int:
-  from jaxssl import parallel
   if args.command != "plot":
     parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
   if args.command == "train":
-    from jaxssl import config as config_lib
-    from jaxssl import train
     cfg = config_lib.load_config(args.config, overrides)
-    summary = train.train(cfg, args.workdir, resume=args.resume, evaluate_at_end=not args.no_eval)
-    if "interrupted" in summary:
-      return 0
+    summary = run.train(cfg, args.workdir, resume=args.resume, evaluate_at_end=False if args.no_eval else None)
     if "eval" in summary:
-      from jaxssl import evaluate
       print(evaluate.format_results(summary["eval"]))
     return 0
   if args.command == "eval":
-    from jaxssl import evaluate
-    res = evaluate.evaluate_workdir(args.workdir, baselines=not args.no_baselines)
+    res = run.evaluate_workdir(args.workdir, baselines=False if args.no_baselines else None)
     print(evaluate.format_results(res))
     return 0
   if args.command == "plot":
-    from jaxssl import plots
-    for path in plots.plot_workdir(args.workdir):
+    if not os.path.exists(os.path.join(args.workdir, "metrics.jsonl")):
+      raise ConfigError(f"--workdir {args.workdir!r} has no metrics.jsonl to plot; pass the --workdir of a "
+                        "`jaxssl train` or `jaxssl sweep` run.")
+    try:
+      paths = plots.plot_workdir(args.workdir)
+    except OSError as e:
+      raise ConfigError(f"cannot write the plots into {args.workdir!r} ({e.strerror}); copy the run to a "
+                        "writable directory and plot it there.") from None
+    for path in paths:
       print(path)
     return 0
   if args.command == "sweep":
-    from jaxssl import config as config_lib
-    from jaxssl import sweep
     cfg = config_lib.load_config(args.config, overrides)
-    sweep.run_sweep(cfg, args.sweep, args.workdir, resume=args.resume, evaluate_at_end=not args.no_eval)
+    run.sweep(cfg, args.sweep, args.workdir, resume=args.resume, evaluate_at_end=not args.no_eval)
     return 0
   return 1
 

@@ -18,6 +18,9 @@ from typing import Any, Iterable, Sequence
 
 import ml_collections
 
+from jaxssl import data as data_lib
+from jaxssl import methods
+from jaxssl import optim
 from jaxssl.errors import ConfigError
 
 
@@ -35,11 +38,23 @@ def _import_config_file(path: str) -> ml_collections.ConfigDict:
   sys.path.insert(0, config_dir)
   try:
     spec.loader.exec_module(module)  # type: ignore[union-attr]
+    if not hasattr(module, "get_config"):
+      raise ConfigError(f"config file {path!r} has no get_config() function.")
+    cfg = module.get_config(arg) if arg is not None else module.get_config()
+  except SyntaxError as e:
+    raise ConfigError(f"config file {path!r} has a syntax error at line {e.lineno}: {e.msg}"
+                      + (f": {e.text.strip()!r}" if e.text else "") + ". Fix the file and run again.") from None
+  except ConfigError as e:
+    raise ConfigError(f"config file {path!r}" + (f" with argument {arg!r}" if arg is not None else "")
+                      + f": {e}") from None
+  except Exception as e:  # noqa: BLE001 - a user's config file can raise anything
+    variant = f"get_config({arg!r})" if arg is not None else "get_config()"
+    raise ConfigError(f"config file {path!r}: {variant} failed with {type(e).__name__}: {e}. "
+                      + ("The part after ':' is the file's argument (a dataset name for the files in "
+                         "experiments/configs, e.g. ':cifar10'). " if arg is not None else "")
+                      + "Fix the file or the argument.") from None
   finally:
     sys.path.remove(config_dir)
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"config file {path!r} has no get_config() function.")
-  cfg = module.get_config(arg) if arg is not None else module.get_config()
   if not isinstance(cfg, ml_collections.ConfigDict):
     cfg = ml_collections.ConfigDict(cfg)
   return cfg
@@ -170,41 +185,65 @@ def shrink_to_tiny_model(cfg: ml_collections.ConfigDict) -> ml_collections.Confi
   return cfg
 
 
+ENGINE_SECTIONS = ("data", "model", "loss", "optim", "train", "eval", "mesh")
+
+
+def _int_at_least(cfg, dotted: str, low: int) -> None:
+  node, leaf = _resolve(cfg, dotted)
+  v = node[leaf]
+  if isinstance(v, bool) or not isinstance(v, int) or v < low:
+    raise ConfigError(f"config.{dotted} must be an int >= {low}, got {v!r}")
+
+
+def validate_eval_config(cfg: ml_collections.ConfigDict) -> None:
+  """Checks config.eval; called before training, so a bad setting never costs a run."""
+  ks = cfg.eval.knn_k
+  if not isinstance(ks, (tuple, list)) or not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1
+                                                        for k in ks):
+    raise ConfigError(f"config.eval.knn_k must be a non-empty tuple of ints >= 1 (e.g. (20, 200)), got {ks!r}")
+  _int_at_least(cfg, "eval.probe_epochs", 1)
+  _int_at_least(cfg, "eval.batch_size", 1)
+  _positive(cfg, "eval.knn_temperature")
+  for flag in ("at_end", "baselines"):
+    if not isinstance(cfg.eval[flag], bool):
+      raise ConfigError(f"config.eval.{flag} must be True or False, got {cfg.eval[flag]!r}")
+
+
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
   """Checks a training config; every problem is reported by field name, before compiling."""
-  from jaxssl import methods  # local import: methods imports models/losses
-  for section in ("data", "model", "loss", "optim", "train"):
+  for section in ENGINE_SECTIONS:
     if section not in cfg:
       raise ConfigError(f"config has no '{section}' section; see experiments/configs/simclr.py")
-  spec = methods.get_method(cfg.method)
-  for key in ("temperature", "t", "gamma", "sim", "var", "cov", "lambd"):
-    if key in cfg.loss:
-      _positive(cfg, f"loss.{key}", allow_zero=key in ("sim", "var", "cov", "lambd"))
-  if "alpha" in cfg.loss and cfg.loss.alpha is not None and not 0 < cfg.loss.alpha <= 1:
-    raise ConfigError(f"config.loss.alpha must be in (0, 1], got {cfg.loss.alpha!r}")
-  if spec.loss == "kcl":
-    from jaxssl import losses
-    known = losses.KERNEL_NAMES
-    if cfg.loss.get("kernel", "gaussian") not in known:
-      raise ConfigError(f"config.loss.kernel={cfg.loss.kernel!r} is not a known kernel; use one of {sorted(known)}")
+  method = methods.get_method(cfg.method)
+  method.validate(cfg)
   _positive(cfg, "optim.lr")
   _positive(cfg, "optim.weight_decay", allow_zero=True)
-  if cfg.optim.name not in ("sgd", "lars", "adamw"):
-    raise ConfigError(f"config.optim.name={cfg.optim.name!r}; use one of 'sgd', 'lars', 'adamw'")
+  if cfg.optim.name not in optim.OPTIMIZERS:
+    raise ConfigError(f"config.optim.name={cfg.optim.name!r}; use one of {', '.join(map(repr, optim.OPTIMIZERS))}")
+  if cfg.optim.schedule not in optim.SCHEDULES:
+    raise ConfigError(f"config.optim.schedule={cfg.optim.schedule!r}; use one of "
+                      f"{', '.join(map(repr, optim.SCHEDULES))}")
   _positive(cfg, "data.batch_size")
   if not isinstance(cfg.data.batch_size, int):
     raise ConfigError(f"config.data.batch_size must be an int, got {cfg.data.batch_size!r}")
+  if not isinstance(cfg.data.image_size, int) or isinstance(cfg.data.image_size, bool) or cfg.data.image_size < 1:
+    raise ConfigError(f"config.data.image_size must be a positive int (the crop size), got {cfg.data.image_size!r}")
   _positive(cfg, "train.num_steps")
   _positive(cfg, "train.log_every")
   _positive(cfg, "train.checkpoint_every")
-  if "ema" in cfg and cfg.ema.get("base") is not None and not 0 <= cfg.ema.base <= 1:
-    raise ConfigError(f"config.ema.base must be in [0, 1], got {cfg.ema.base!r}")
-  _positive(cfg, "train.rollback_lr_factor") if "rollback_lr_factor" in cfg.train else None
-  if "rollback_lr_factor" in cfg.train and not cfg.train.rollback_lr_factor < 1:
+  _int_at_least(cfg, "train.num_steps", 1)
+  _int_at_least(cfg, "train.log_every", 1)
+  _int_at_least(cfg, "train.checkpoint_every", 1)
+  # keep_checkpoints = 0 would keep nothing: the trained model would be lost.
+  _int_at_least(cfg, "train.keep_checkpoints", 1)
+  _int_at_least(cfg, "optim.warmup_steps", 0)
+  _int_at_least(cfg, "train.max_rollbacks", 0)
+  _int_at_least(cfg, "train.aug_stream", 0)
+  validate_eval_config(cfg)
+  _positive(cfg, "train.rollback_lr_factor")
+  if not cfg.train.rollback_lr_factor < 1:
     raise ConfigError(f"config.train.rollback_lr_factor must be in (0, 1), got {cfg.train.rollback_lr_factor!r}")
-  if cfg.train.get("nonfinite_policy", "stop") not in ("stop", "skip", "rollback"):
+  if cfg.train.nonfinite_policy not in ("stop", "skip", "rollback"):
     raise ConfigError(f"config.train.nonfinite_policy={cfg.train.nonfinite_policy!r}; "
                       "use 'stop', 'skip' or 'rollback'")
-  from jaxssl import data as data_lib
   data_lib.dataset_info(cfg.data.name)  # unknown dataset -> ConfigError listing the known ones
-  methods.validate_method_config(cfg, spec)

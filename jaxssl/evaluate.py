@@ -13,7 +13,6 @@ Accuracies are fractions in [0, 1].
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -22,6 +21,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxssl import data as data_lib
+from jaxssl import diagnostics
 from jaxssl.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------- features
@@ -232,35 +233,14 @@ def linear_probe(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: 
           "train_loss": float(losses[-1])}
 
 
-# --------------------------------------------------------------------------- run-level evaluation
+# --------------------------------------------------------------------------- evaluation of an encoder
 
-def _load_run(workdir: str):
-  """(cfg, setup, state) of the latest complete checkpoint in `workdir`."""
-  import os
-  import jax
-  from jaxssl import checkpoint as ckpt_lib
-  from jaxssl import config as config_lib
-  from jaxssl import train
-  from jaxssl.errors import ConfigError
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ConfigError(f"{workdir!r} is not a jaxssl run directory (no config.json); "
-                      "pass the --workdir of a `jaxssl train` run.")
-  with open(path) as f:
-    cfg = config_lib.from_json(f.read())
-  setup, state = train.build(cfg, jax.random.PRNGKey(cfg.seed))
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                             fingerprint=ckpt_lib.fingerprint(cfg, state))
-  restored = ck.restore_latest(state)
-  if restored is None:
-    raise ConfigError(f"no complete checkpoint in {workdir}/checkpoints to evaluate.")
-  return cfg, setup, restored[0]
+EncodeFn = Callable[[jax.Array], Mapping[str, jax.Array]]
 
 
 def representation_metrics(z: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   """Uniformity (-L_unif, t=2), tolerance and effective rank of embeddings (Wang & Liu;
   Koromilas), and their RMS norm (`diagnostics.embedding_norm`: a collapse to zero, Bao)."""
-  from jaxssl import diagnostics
   z = jnp.asarray(z)
   return {"uniformity": float(-diagnostics.uniformity(z, t=2.0)),
           "tolerance": float(diagnostics.tolerance(z, jnp.asarray(labels))),
@@ -281,57 +261,49 @@ def evaluate_features(train_feats, train_labels, test_feats, test_labels, *, num
   return out
 
 
-def evaluate_workdir(workdir: str, *, cfg=None, setup=None, state=None,
-                     baselines: bool | None = None) -> dict:
-  """kNN + linear probe of a run's backbone features on train -> test, plus representation
-  metrics of z and r on the test set, and (optionally) raw-pixel and random-init baselines.
+def evaluate_encoder(cfg: Any, encode_fn: EncodeFn, *, random_encode_fn: EncodeFn | None = None,
+                     baselines: bool | None = None) -> dict[str, Any]:
+  """kNN + linear probe of an encoder's backbone features r on train -> test, plus
+  representation metrics of z and r on the test set, and (optionally) the raw-pixel and
+  random-init baselines. Accuracies in percent.
 
-  Writes `eval.json` in the workdir and returns the same dict (accuracies in percent).
+  Args:
+    cfg: the run's config (data, eval and seed fields are read).
+    encode_fn: float images [B, H, W, C] in [0, 1] -> {"r": [B, F], "z": [B, D]}.
+    random_encode_fn: the same network at random initialisation (the baseline).
+    baselines: None reads `config.eval.baselines`.
   """
-  import json
-  import os
-  import jax
-  from jaxssl import data as data_lib
-  from jaxssl import train
-  if cfg is None or setup is None or state is None:
-    cfg, setup, state = _load_run(workdir)
-  ec = cfg.get("eval", {})
-  baselines = ec.get("baselines", True) if baselines is None else baselines
+  ec = cfg.eval
+  baselines = ec.baselines if baselines is None else baselines
   info = data_lib.dataset_info(cfg.data.name)
-  kw = dict(data_dir=cfg.data.get("data_dir"), idx_dir=cfg.data.get("idx_dir"))
-  train_split = "train" if info.name == "stl10" else info.train_split
-  xtr, ytr = data_lib.load_arrays(cfg.data.name, train_split, **kw)
+  kw = dict(data_dir=cfg.data.data_dir, idx_dir=cfg.data.idx_dir)
+  xtr, ytr = data_lib.load_arrays(cfg.data.name, info.eval_train_split, **kw)
   xte, yte = data_lib.load_arrays(cfg.data.name, info.test_split, **kw)
-  bs = int(ec.get("batch_size", 1024))
-  opts = dict(num_classes=info.num_classes, ks=tuple(ec.get("knn_k", (20, 200))),
-              knn_temperature=float(ec.get("knn_temperature", 0.1)),
-              probe_epochs=int(ec.get("probe_epochs", 100)), seed=int(cfg.seed))
+  bs = int(ec.batch_size)
+  opts = dict(num_classes=info.num_classes, ks=tuple(ec.knn_k), knn_temperature=float(ec.knn_temperature),
+              probe_epochs=int(ec.probe_epochs), seed=int(cfg.seed))
 
-  def heads_fn(st):
-    def f(x):
-      out, _ = train.forward(setup, st.params, st.batch_stats, x, train=False)
-      return jnp.concatenate([out["r"], out["z"]], axis=-1)
-    return jax.jit(f)
-
-  def run(st):
-    ftr = extract_features(heads_fn(st), xtr, batch_size=bs)
-    fte = extract_features(heads_fn(st), xte, batch_size=bs)
-    fdim = setup.feature_dim
+  def run(fn: EncodeFn) -> dict[str, float]:
+    def heads(x):
+      out = fn(x)
+      return jnp.concatenate([out["r"], out["z"]], axis=-1)    # [B, F + D]
+    fdim = int(jax.eval_shape(fn, jax.ShapeDtypeStruct((1,) + tuple(xtr.shape[1:]), jnp.float32))["r"].shape[-1])
+    head_fn = jax.jit(heads)
+    ftr = extract_features(head_fn, xtr, batch_size=bs)
+    fte = extract_features(head_fn, xte, batch_size=bs)
     res = evaluate_features(ftr[:, :fdim], ytr, fte[:, :fdim], yte, **opts)
     n = min(len(fte), 5000)
     res.update({f"{k}_r": v for k, v in representation_metrics(fte[:n, :fdim], yte[:n]).items()})
     res.update({f"{k}_z": v for k, v in representation_metrics(fte[:n, fdim:], yte[:n]).items()})
     return res
 
-  results = {"step": int(jax.device_get(state.step)), "model": run(state)}
+  results: dict[str, Any] = {"model": run(encode_fn)}
   if baselines:
     raw_tr = xtr.reshape(len(xtr), -1).astype(np.float32) / 255.0
     raw_te = xte.reshape(len(xte), -1).astype(np.float32) / 255.0
     results["raw_pixels"] = evaluate_features(raw_tr, ytr, raw_te, yte, **opts)
-    _, random_state = train.build(cfg, jax.random.PRNGKey(cfg.seed + 10_000))
-    results["random_init"] = run(random_state)
-  with open(os.path.join(workdir, "eval.json"), "w") as f:
-    json.dump(results, f, indent=2)
+    if random_encode_fn is not None:
+      results["random_init"] = run(random_encode_fn)
   return results
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from typing import Any, Mapping
 
 import jax
@@ -24,6 +25,34 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
         except json.JSONDecodeError:  # a line cut by a kill -9: ignore it
           pass
   return out
+
+
+_WARNED_NO_TENSORBOARD = False
+
+
+def tensorboard_writer_class() -> Any:
+  """A TensorBoard `SummaryWriter` class: tensorboardX's, else PyTorch's (both write event
+  files with `add_scalar` / `add_histogram`), else None after one warning (metrics.jsonl only).
+
+  Both are optional dependencies (`pip install 'jaxssl[tensorboard]'` or torch), imported here
+  lazily so that jaxssl runs where neither is installed.
+  """
+  global _WARNED_NO_TENSORBOARD
+  try:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  except ImportError:
+    pass
+  try:
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter
+  except ImportError:
+    pass
+  if not _WARNED_NO_TENSORBOARD:
+    _WARNED_NO_TENSORBOARD = True
+    warnings.warn("neither tensorboardX nor torch.utils.tensorboard is installed: metrics go to "
+                  "metrics.jsonl only (pip install tensorboardX for TensorBoard event files).", stacklevel=2)
+  return None
 
 
 class MetricLogger:
@@ -49,11 +78,20 @@ class MetricLogger:
       os.remove(self.path)
     self._f = open(self.path, "a")
     if tensorboard:
-      try:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      except ImportError:  # pragma: no cover
-        self._tb = None
+      writer_cls = tensorboard_writer_class()
+      self._tb = writer_cls(os.path.join(workdir, "tensorboard")) if writer_cls is not None else None
+
+  def truncate_from(self, step: int) -> None:
+    """Drops the records of steps >= `step` (after a rollback, so the file is one history)."""
+    if not self.enabled:
+      return
+    self._f.close()
+    keep = [r for r in read_metrics(os.path.dirname(self.path)) if r.get("step", 0) < step]
+    with open(self.path + ".tmp", "w") as f:
+      for r in keep:
+        f.write(json.dumps(r) + "\n")
+    os.replace(self.path + ".tmp", self.path)
+    self._f = open(self.path, "a")
 
   def write(self, record: Mapping[str, Any]) -> None:
     if not self.enabled:

@@ -80,16 +80,20 @@ def check_batch_divisible(global_batch_size: int, mesh: Mesh, axis: str = DATA_A
         f"batch_size={global_batch_size} is not divisible by the {jax.process_count()} processes.")
 
 
-def host_local_batch_size(global_batch_size: int) -> int:
-  """Rows of the global batch that this process feeds."""
-  return global_batch_size // jax.process_count()
-
-
 def host_to_global(local: Any, mesh: Mesh, axis: str | tuple[str, ...] = DATA_AXIS) -> Any:
   """Turns each process's local slice (a pytree of NumPy arrays) into global `jax.Array`s
   sharded over the batch axis, via `jax.make_array_from_process_local_data`."""
   sharding = batch_sharding(mesh, axis)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+
+
+def _env_int(name: str) -> int:
+  text = os.environ[name]
+  try:
+    return int(text)
+  except ValueError:
+    raise ConfigError(f"environment variable {name}={text!r} must be an integer (e.g. {name}=2); "
+                      "fix or unset it.") from None
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -105,9 +109,9 @@ def initialize_distributed(coordinator_address: str | None = None,
   """
   coordinator_address = coordinator_address or os.environ.get("JAXSSL_COORDINATOR")
   if num_processes is None and os.environ.get("JAXSSL_NUM_PROCESSES"):
-    num_processes = int(os.environ["JAXSSL_NUM_PROCESSES"])
+    num_processes = _env_int("JAXSSL_NUM_PROCESSES")
   if process_id is None and os.environ.get("JAXSSL_PROCESS_ID"):
-    process_id = int(os.environ["JAXSSL_PROCESS_ID"])
+    process_id = _env_int("JAXSSL_PROCESS_ID")
   explicit = coordinator_address is not None or num_processes is not None or process_id is not None
   if explicit:
     if coordinator_address is None or num_processes is None or process_id is None:

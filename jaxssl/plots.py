@@ -1,8 +1,9 @@
 """Matplotlib (Agg) figures written as PNG files.
 
-Every function writes `path` (creating its folder) and returns the path; with
+Every plot function writes `path` (creating its folder) and returns the path; with
 `return_fig=True` it returns `(path, fig)` instead, leaving the figure open so that its data
 can be inspected (e.g. `fig.axes[0].lines[i].get_ydata()`), otherwise the figure is closed.
+`save_figure` is how they save, and how the experiment scripts save their own figures.
 """
 from __future__ import annotations
 
@@ -15,23 +16,39 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from jaxssl.errors import ConfigError  # noqa: E402
+from jaxssl.logging_utils import read_metrics  # noqa: E402
 
 EIG_FLOOR = 1e-12
 DEFAULT_CURVE_KEYS = ("loss", "effective_rank", "effective_rank_z", "effective_rank_r", "uniformity",
                       "alignment", "probe_acc")
 _NOT_METRICS = ("step", "member", "time", "wall_time", "epoch")
+DPI = 120
 
 
-def _finish(fig, path: str, return_fig: bool):
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fig.savefig(path, dpi=120, bbox_inches="tight")
-  if return_fig:
-    return path, fig
-  plt.close(fig)
+def save_figure(fig: Figure, path: str, *, dpi: int = DPI, bbox_inches: str | None = None,
+                close: bool = True) -> str:
+  """Saves `fig` to `path` and returns `path`.
+
+  Creates the parent directory of `path` if needed; the format follows the file's
+  extension (`Figure.savefig`). `dpi` is the resolution (jaxssl's figures use 120);
+  `bbox_inches="tight"` crops the saved image to what is drawn, None (the default) keeps
+  the figure's size. With `close=True` (the default) the figure is closed afterwards
+  (`plt.close`), so that a script making many figures does not keep them all in memory;
+  `close=False` leaves it open, e.g. to inspect its data.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=dpi, bbox_inches=bbox_inches)
+  if close:
+    plt.close(fig)
   return path
+
+
+def _finish(fig: Figure, path: str, return_fig: bool) -> str | tuple[str, Figure]:
+  save_figure(fig, path, bbox_inches="tight", close=not return_fig)
+  return (path, fig) if return_fig else path
 
 
 def _scalar(v: Any) -> float | None:
@@ -142,8 +159,6 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], x_key: str, y_keys: Sequence[s
 def plot_workdir(workdir: str) -> list[str]:
   """spectrum_z.png, spectrum_r.png (log-eigenvalue vs rank at several logged steps) and
   training_curves.png from a run's metrics.jsonl. Sweeps get one set per member."""
-  import os
-  from jaxssl.logging_utils import read_metrics
   records = read_metrics(workdir)
   if not records:
     return []

@@ -1,16 +1,17 @@
 """Batched hyperparameter sweeps: K models trained at once in one compiled program.
 
 `jaxssl sweep --config CFG --sweep 'loss.temperature=0.1,0.2' --sweep 'optim.lr=1e-3,3e-3'`
-trains the Cartesian product of the values. The pure train step is `jax.vmap`-ed over a
-leading *member* axis of the train state: parameters, optimizer state, BatchNorm
-statistics, EMA targets and predictor states are per member, and so are the
-hyperparameters, which live in `state.hparams` as traced arrays (the learning rate is a
-unit schedule times the traced peak, as in big_vision). All members share each input
-batch; member i draws its augmentations from stream i (`config.train.aug_stream`), so a
-single run with that stream and that member's hyperparameters reproduces it exactly.
+trains the Cartesian product of the values. The pure train step is mapped over a leading
+*member* axis of the train state: parameters, optimizer state, BatchNorm statistics and
+the method's `extra` (EMA target, predictor statistics) are per member, and so are the
+hyperparameters, which live in `state.hparams` as traced arrays. All members share each
+input batch; member i draws its augmentations from stream i (`config.train.aug_stream`),
+so a single run with that stream and that member's hyperparameters reproduces it.
 
-The member axis can be sharded over devices (`config.mesh.member_devices`), combined with
-data parallelism over the remaining devices on a 2-D ("member", "data") mesh.
+Everything about members lives here: the member configs, stacking, the member-mapped
+step (vmapped, or unrolled in chunks on CPU), per-member records, per-member outputs and
+the summary. The member axis can be sharded over devices (`config.mesh.member_devices`),
+with data parallelism over the remaining devices on a 2-D ("member", "data") mesh.
 """
 from __future__ import annotations
 
@@ -18,19 +19,28 @@ import csv
 import itertools
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxssl.errors import ConfigError
+from jaxssl import checkpoint as ckpt_lib
+from jaxssl import config as config_lib
+from jaxssl import parallel
+from jaxssl import plots
+from jaxssl.errors import ConfigError, DataError
+from jaxssl.methods import METHODS
+from jaxssl.state import ENGINE_SWEEPABLE, Setup, TrainState, initial_hparams, sweepable_fields
+from jaxssl.step import DIAGNOSTIC_KEYS, make_train_step
 
-# config field -> name in state.hparams
-SWEEPABLE = {
-    "optim.lr": "lr",
-    "optim.weight_decay": "weight_decay",
-    "ema.base": "ema_base",
-    **{f"loss.{k}": k for k in ("temperature", "t", "gamma", "alpha", "sim", "var", "cov", "lambd")},
-}
+Member = dict[str, float]
+
+# Every field that some method may sweep (which ones a config has: `state.sweepable_fields`).
+ALL_SWEEPABLE: frozenset[str] = frozenset(
+    [*ENGINE_SWEEPABLE, *(h.field for m in METHODS.values() for h in m.hparams if h.sweepable)])
 
 
 def parse_sweep(specs: Sequence[str]) -> list[tuple[str, list[float]]]:
@@ -42,10 +52,10 @@ def parse_sweep(specs: Sequence[str]) -> list[tuple[str, list[float]]]:
     field, text = spec.split("=", 1)
     field = field.strip()
     field = field[len("config."):] if field.startswith("config.") else field
-    if field not in SWEEPABLE:
+    if field not in ALL_SWEEPABLE:
       raise ConfigError(
           f"--sweep {field}: not sweepable in one compiled program (it changes the architecture, "
-          f"data or program structure). Sweepable fields: {', '.join(sorted(SWEEPABLE))}. "
+          f"data or program structure). Sweepable fields: {', '.join(sorted(ALL_SWEEPABLE))}. "
           "Run separate jobs for other fields.")
     try:
       values = [float(v) for v in text.split(",") if v.strip()]
@@ -61,26 +71,23 @@ def parse_sweep(specs: Sequence[str]) -> list[tuple[str, list[float]]]:
   return out
 
 
-def members_from_sweep(cfg: ml_collections.ConfigDict, sweep: list[tuple[str, list[float]]]) -> list[dict[str, float]]:
+def members_from_sweep(cfg: ml_collections.ConfigDict, sweep: list[tuple[str, list[float]]]) -> list[Member]:
   """The Cartesian product as a list of {config field: value}; validated against cfg."""
-  from jaxssl import config as config_lib
-  from jaxssl import train
-  hp_names = set(train.initial_hparams(cfg))
+  fields = sweepable_fields(cfg)
   for field, values in sweep:
-    if SWEEPABLE[field] not in hp_names:
+    if field not in fields:
       raise ConfigError(f"--sweep {field}: method {cfg.method!r} has no such hyperparameter "
-                        f"(its sweepable ones: {sorted(k for k, v in SWEEPABLE.items() if v in hp_names)})")
+                        f"(its sweepable ones: {sorted(fields)})")
     for v in values:  # validate each value as if it were set in the config
       trial = ml_collections.ConfigDict(cfg.to_dict())
       config_lib.set_field(trial, field, v)
       config_lib.validate_config(trial)
-  fields = [f for f, _ in sweep]
-  return [dict(zip(fields, combo)) for combo in itertools.product(*[v for _, v in sweep])]
+  names = [f for f, _ in sweep]
+  return [dict(zip(names, combo)) for combo in itertools.product(*[v for _, v in sweep])]
 
 
-def member_config(cfg: ml_collections.ConfigDict, member: dict[str, float], index: int) -> ml_collections.ConfigDict:
+def member_config(cfg: ml_collections.ConfigDict, member: Member, index: int) -> ml_collections.ConfigDict:
   """The single-run config equivalent to sweep member `index`."""
-  from jaxssl import config as config_lib
   c = ml_collections.ConfigDict(cfg.to_dict())
   for field, v in member.items():
     config_lib.set_field(c, field, v)
@@ -88,17 +95,193 @@ def member_config(cfg: ml_collections.ConfigDict, member: dict[str, float], inde
   return c
 
 
-def run_sweep(cfg: ml_collections.ConfigDict, specs: Sequence[str], workdir: str, *, resume: bool = False,
-              evaluate_at_end: bool = True) -> dict[str, Any]:
-  from jaxssl import train
-  members = members_from_sweep(cfg, parse_sweep(specs))
-  summary = train.train(cfg, workdir, resume=resume, evaluate_at_end=evaluate_at_end, members=members)
-  if "interrupted" not in summary:
-    write_summary(workdir, members, summary.get("member_results", []))
-  return summary
+def check_resume_members(workdir: str, members: list[Member] | None) -> None:
+  """ConfigError when a resumed sweep's members differ from the ones it was started with
+  (the restored state would train the old values under the new labels)."""
+  path = os.path.join(workdir, "members.json")
+  saved = json.load(open(path)) if os.path.exists(path) else None
+  if members is None and saved is None:
+    return
+  if members is None:
+    raise ConfigError(f"{workdir!r} is a sweep directory; resume it with `jaxssl sweep --resume` and its "
+                      "--sweep values, or train one member from members/<i>.")
+  if saved is None:
+    raise ConfigError(f"{workdir!r} holds a single run, not a sweep; resume it with `jaxssl train --resume`.")
+  if [dict(m) for m in saved] != [dict(m) for m in members]:
+    raise ConfigError(f"--resume: the --sweep values give members {members}, but the sweep in {workdir} was "
+                      f"started with {saved}. Resume with the same --sweep values, or use a new --workdir.")
 
 
-def write_summary(workdir: str, members: list[dict[str, float]], results: list[dict[str, Any]]) -> list[str]:
+def check_sweep_config(cfg: ml_collections.ConfigDict) -> None:
+  if cfg.train.nonfinite_policy == "rollback":
+    raise ConfigError("config.train.nonfinite_policy='rollback' is not supported in a sweep (one "
+                      "member's rollback would move all of them); use 'stop' or 'skip'.")
+
+
+# ----------------------------------------------------------------------------- stacked state
+
+def stack_members(cfg: ml_collections.ConfigDict, state: TrainState, members: list[Member]) -> TrainState:
+  """K copies of `state` along a new leading member axis, with per-member hyperparameters.
+
+  All members start from the same initial parameters (common random numbers make
+  hyperparameter comparisons less noisy); they differ in hyperparameters and in their
+  augmentation stream.
+  """
+  k = len(members)
+  hps = [initial_hparams(member_config(cfg, m, i)) for i, m in enumerate(members)]
+  stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (k,) + x.shape).copy(), state.replace(step=None))
+  hparams = {name: jnp.asarray([h[name] for h in hps], jnp.float32) for name in hps[0]}
+  return stacked.replace(step=state.step, hparams=hparams)
+
+
+def member_axes(state: TrainState) -> TrainState:
+  """vmap axes of a stacked state: 0 everywhere except the shared step counter."""
+  return jax.tree.map(lambda _: 0, state.replace(step=None)).replace(step=None)
+
+
+def unstack_member(state: TrainState, i: int) -> TrainState:
+  """Member i of a stacked (host) state, as a single-run state."""
+  return jax.tree.map(lambda x: x[i], state.replace(step=None)).replace(step=state.step)
+
+
+def make_member_mesh(cfg: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """2-D ("member", "data") mesh: members split over `config.mesh.member_devices` devices."""
+  n = cfg.mesh.num_devices or jax.device_count()
+  m = int(cfg.mesh.member_devices or 1)
+  if n % m:
+    raise ConfigError(f"config.mesh.member_devices={m} must divide the {n} devices")
+  return parallel.make_mesh(n, axis_names=(parallel.MEMBER_AXIS, parallel.DATA_AXIS), shape=(m, n // m))
+
+
+def member_chunk(cfg: ml_collections.ConfigDict, num_members: int) -> int:
+  """How many sweep members one vmap evaluates at a time (`config.mesh.member_chunk`).
+
+  `member_chunk = K` vmaps all K members (one program, batched matmuls: best on GPU/TPU).
+  Smaller chunks vmap groups of members, unrolled inside the same compiled step. On a
+  CPU, XLA runs member-batched convolutions (grouped convolutions) several times slower
+  than K plain ones, and a fully vmapped step with the in-graph eigendecomposition has
+  been seen to stall on XLA:CPU with the real model; so the default there is 1: the K
+  single-member steps, unrolled in one program, still sharing each input batch.
+  """
+  chunk = cfg.mesh.member_chunk
+  if chunk is None:
+    chunk = 1 if jax.default_backend() == "cpu" else num_members
+  chunk = int(chunk)
+  if not 1 <= chunk:
+    raise ConfigError(f"config.mesh.member_chunk must be >= 1, got {chunk}")
+  return min(chunk, num_members)
+
+
+def jit_member_step(setup: Setup, mesh: jax.sharding.Mesh, state: TrainState):
+  """The train step mapped over members, jitted on the ("member", "data") mesh.
+
+  Members are vmapped (all at once, or `member_chunk` at a time, unrolled); with
+  `config.mesh.member_devices > 1` the member axis is also sharded over devices.
+  Returns (jitted step, state sharding).
+  """
+  step_fn = make_train_step(setup)
+  axes = member_axes(state)
+  num_members = int(jax.tree.leaves(state.params)[0].shape[0])
+  shard_members = mesh.shape[parallel.MEMBER_AXIS] > 1
+  chunk = num_members if shard_members else member_chunk(setup.cfg, num_members)
+  if chunk == num_members:
+    mstep = jax.vmap(step_fn, in_axes=(axes, None, 0), out_axes=(axes, 0),
+                     spmd_axis_name=parallel.MEMBER_AXIS if shard_members else None)
+  else:
+    # Groups of `chunk` members, unrolled in Python inside the one jitted program (a
+    # `lax.map` over members measured ~35x slower per step on XLA:CPU than this).
+    vchunk = jax.vmap(step_fn, in_axes=(axes, None, 0), out_axes=(axes, 0))
+
+    def mstep(state, batch, keys):
+      shared_step = state.step   # the step counter is shared, not per member
+      per_member = state.replace(step=None)
+      news, metrics = [], []
+      for lo in range(0, num_members, chunk):
+        part = jax.tree.map(lambda x: x[lo:lo + chunk], per_member)
+        if chunk == 1:
+          new, m = step_fn(jax.tree.map(lambda x: x[0], part).replace(step=shared_step), batch, keys[lo])
+          new, m = jax.tree.map(lambda x: x[None], (new.replace(step=None), m))
+        else:
+          new, m = vchunk(part.replace(step=shared_step), batch, keys[lo:lo + chunk])
+          new = new.replace(step=None)
+        news.append(new)
+        metrics.append(m)
+      cat = lambda *xs: jnp.concatenate(xs, axis=0)
+      new = jax.tree.map(cat, *news)
+      return new.replace(step=shared_step + 1), jax.tree.map(cat, *metrics)
+  mem = NamedSharding(mesh, P(parallel.MEMBER_AXIS))
+  rep = parallel.replicated(mesh)
+  state_sh = jax.tree.map(lambda _: mem, state.replace(step=None)).replace(step=rep)
+  return jax.jit(mstep, in_shardings=(state_sh, parallel.batch_sharding(mesh), mem),
+                 out_shardings=(state_sh, mem), donate_argnums=(0,)), state_sh
+
+
+# ----------------------------------------------------------------------------- records and outputs
+
+def run_records(m: dict[str, Any], step: int, ips: float, diag_step: bool,
+                prefix: dict[str, Any] | None = None) -> dict[str, Any]:
+  """One metrics.jsonl record of a single run's (or one member's) host metrics."""
+  rec = {**(prefix or {}), "step": step, **{k: float(v) for k, v in m.items() if np.ndim(v) == 0},
+         "images_per_sec": ips}
+  if diag_step:
+    rec["spectrum_z"] = np.asarray(m["spectrum_z"]).tolist()
+    rec["spectrum_r"] = np.asarray(m["spectrum_r"]).tolist()
+  else:  # not a diagnostics step: drop the zero placeholders
+    for k in DIAGNOSTIC_KEYS:
+      rec.pop(k, None)
+  return rec
+
+
+def member_records_fn(members: list[Member]) -> Callable[[Any, int, float, bool], list[dict[str, Any]]]:
+  """records_fn for the loop: one record per member, with its hyperparameters."""
+  def records(m, step, ips, diag_step):
+    return [run_records(jax.tree.map(lambda x: x[i], m), step, ips, diag_step,
+                        prefix={"member": i, **{f"hp/{k}": v for k, v in member.items()}})
+            for i, member in enumerate(members)]
+  return records
+
+
+def describe_member_failure(metrics: Any) -> str:
+  finite = np.asarray(metrics["loss_finite"]) & np.asarray(metrics["grad_finite"])
+  return f" (member {int(np.argmin(finite.reshape(-1)))})"
+
+
+def finish_members(cfg: ml_collections.ConfigDict, state: TrainState, members: list[Member], workdir: str,
+                   evaluate_member: Callable[[str, ml_collections.ConfigDict, TrainState], dict] | None
+                   ) -> list[dict[str, Any]]:
+  """Per-member outputs in members/<i>/: config.json, a final checkpoint, results.json.
+
+  `evaluate_member(member_dir, member_cfg, member_state)` (None: no evaluation) may raise
+  DataError for one diverged member (e.g. non-finite features under 'skip'): that member
+  gets an `eval_error`, the others keep their evaluation.
+  """
+  results = []
+  host_state = jax.device_get(state)
+  for i, m in enumerate(members):
+    mdir = os.path.join(workdir, "members", str(i))
+    os.makedirs(mdir, exist_ok=True)
+    mcfg = member_config(cfg, m, i)
+    with open(os.path.join(mdir, "config.json"), "w") as f:
+      f.write(config_lib.to_json(mcfg))
+    mstate = unstack_member(host_state, i)
+    ck = ckpt_lib.Checkpointer(os.path.join(mdir, "checkpoints"), keep=1,
+                               fingerprint=ckpt_lib.fingerprint(mcfg, mstate))
+    ck.save(int(host_state.step), mstate, {"step": int(host_state.step), "member": i, "hparams": m})
+    ck.wait()
+    res: dict[str, Any] = {"member": i, "hparams": m}
+    if evaluate_member is not None:
+      try:
+        res.update(evaluate_member(mdir, mcfg, mstate))
+      except DataError as e:
+        res["eval_error"] = str(e)
+        print(f"member {i} ({m}): evaluation failed: {e}", flush=True)
+    results.append(res)
+    with open(os.path.join(mdir, "results.json"), "w") as f:
+      json.dump(res, f, indent=2)
+  return results
+
+
+def write_summary(workdir: str, members: list[Member], results: list[dict[str, Any]]) -> list[str]:
   """summary.csv, summary.md and plots of accuracy/uniformity/tolerance/effective rank vs the swept value."""
   rows = []
   for i, (m, r) in enumerate(zip(members, results)):
@@ -121,7 +304,6 @@ def write_summary(workdir: str, members: list[dict[str, float]], results: list[d
       f.write("| " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |\n")
   swept = list(members[0].keys())
   if len(swept) == 1:
-    from jaxssl import plots
     y_keys = [k for k in ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_rank_z")
               if any(k in row for row in rows)]
     if y_keys:

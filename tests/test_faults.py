@@ -19,7 +19,9 @@ import pytest
 from jaxssl import checkpoint as ckpt_lib
 from jaxssl import config as config_lib
 from jaxssl import data as data_lib
-from jaxssl import evaluate, losses, parallel, train
+from jaxssl import evaluate, losses, parallel, run
+from jaxssl import state as state_lib
+from jaxssl import step as step_lib
 from jaxssl.errors import CheckpointError, ConfigError, DataError, NumericalError
 from _tiny import random_batch, tiny_config
 
@@ -42,7 +44,7 @@ def _assert_bitwise(a, b):
 
 
 def _restore(workdir, cfg):
-  _, state = train.build(cfg, jax.random.PRNGKey(cfg.seed))
+  _, state = state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))
   ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
   return ck.restore(ck.latest_step(), state)
 
@@ -70,16 +72,16 @@ class _SignalAt:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_checkpoints_and_resume_is_bitwise_identical(tmp_path, monkeypatch, capsys, signum):
   cfg = tiny_config("byol", steps=6, **{"train.checkpoint_every": 4})
-  ref = train.train(cfg, str(tmp_path / "ref"))
+  ref = run.train(cfg, str(tmp_path / "ref"))
   with monkeypatch.context() as m:
     _SignalAt(m, at=3, signum=signum)
-    out = train.train(cfg, str(tmp_path / "run"))
+    out = run.train(cfg, str(tmp_path / "run"))
   assert out["interrupted"] == signal.Signals(signum).name and out["step"] == 4
   assert "received: stopped after step 4" in capsys.readouterr().out
   ck = ckpt_lib.Checkpointer(str(tmp_path / "run" / "checkpoints"))
   assert ck.all_steps() == [4]
   assert ck.read_meta(4)["data_position"] == 4
-  resumed = train.train(cfg, str(tmp_path / "run"), resume=True)
+  resumed = run.train(cfg, str(tmp_path / "run"), resume=True)
   assert resumed["step"] == 6
   _assert_bitwise(resumed["state"], ref["state"])
   # metrics.jsonl has each logged step exactly once after the resume
@@ -90,15 +92,15 @@ def test_signal_checkpoints_and_resume_is_bitwise_identical(tmp_path, monkeypatc
 @needs_fmnist
 def test_corrupt_latest_checkpoint_falls_back_with_warning_and_stays_exact(tmp_path):
   cfg = tiny_config("simclr", steps=4, **{"train.checkpoint_every": 2})
-  ref = train.train(cfg, str(tmp_path / "ref"))
+  ref = run.train(cfg, str(tmp_path / "ref"))
   wd = tmp_path / "run"
-  train.train(cfg, str(wd))
+  run.train(cfg, str(wd))
   # Corrupt step 4: truncate every file of its state item.
   for root, _, files in os.walk(wd / "checkpoints" / "4" / "state"):
     for f in files:
       open(os.path.join(root, f), "wb").close()
   with pytest.warns(RuntimeWarning, match="unreadable"):
-    out = train.train(cfg, str(wd), resume=True)
+    out = run.train(cfg, str(wd), resume=True)
   assert out["step"] == 4
   assert os.path.isdir(wd / "checkpoints" / "4.corrupt")
   _assert_bitwise(out["state"], ref["state"])
@@ -110,7 +112,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning_and_stays_exact(tmp_p
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
-      train.train(cfg, str(wd), resume=True)
+      run.train(cfg, str(wd), resume=True)
 
 
 def _cli(*args, env=None):
@@ -149,7 +151,7 @@ def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
   assert f"resumed from step {done[-1]}" in res.stdout
   cfg = tiny_config("simclr", **{"train.num_steps": steps, "train.checkpoint_every": 20,
                                  "train.log_every": 50})
-  ref = train.train(cfg, str(tmp_path / "ref"))
+  ref = run.train(cfg, str(tmp_path / "ref"))
   resumed, meta = _restore(str(wd), cfg)
   assert meta["step"] == steps
   _assert_bitwise(resumed, ref["state"])
@@ -162,7 +164,7 @@ def test_nan_stops_with_step_and_metric_and_keeps_last_good_checkpoint(tmp_path)
   cfg = tiny_config("simclr", steps=6, **{"optim.name": "sgd", "optim.lr": 1e36,
                                           "train.checkpoint_every": 1})
   with pytest.raises(NumericalError, match=r"non-finite (loss|gradient) at step \d+") as e:
-    train.train(cfg, str(tmp_path))
+    run.train(cfg, str(tmp_path))
   bad_step = int(str(e.value).split("at step ")[1].split()[0])
   assert 0 < bad_step < 6
   ck = ckpt_lib.Checkpointer(str(tmp_path / "checkpoints"))
@@ -175,7 +177,7 @@ def test_nan_stops_with_step_and_metric_and_keeps_last_good_checkpoint(tmp_path)
 def test_nan_skip_policy_keeps_state_finite(tmp_path):
   cfg = tiny_config("simclr", steps=6, **{"optim.name": "sgd", "optim.lr": 1e36,
                                           "train.nonfinite_policy": "skip"})
-  out = train.train(cfg, str(tmp_path))
+  out = run.train(cfg, str(tmp_path))
   recs = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert any(not r["loss_finite"] or not r["grad_finite"] for r in recs)
   assert all(np.isfinite(x).all() for x in _leaves(out["state"].params))
@@ -190,7 +192,7 @@ def test_nan_rollback_policy_restores_and_lowers_lr(tmp_path, capsys):
   cfg = tiny_config("simclr", steps=6, **{"optim.name": "sgd", "optim.lr": 1e36,
                                           "train.checkpoint_every": 1, "train.nonfinite_policy": "rollback",
                                           "train.rollback_lr_factor": 1e-18})
-  out = train.train(cfg, str(tmp_path))
+  out = run.train(cfg, str(tmp_path))
   assert out["step"] == 6
   lines = [l for l in capsys.readouterr().out.splitlines() if "rolled back to step" in l]
   targets = [int(l.split("rolled back to step ")[1].split(",")[0]) for l in lines]
@@ -206,7 +208,7 @@ def test_nan_rollback_policy_gives_up_after_max_rollbacks(tmp_path):
                                           "train.checkpoint_every": 1, "train.nonfinite_policy": "rollback",
                                           "train.rollback_lr_factor": 0.9, "train.max_rollbacks": 2})
   with pytest.raises(NumericalError, match=r"after \d+ rollback\(s\)"):
-    train.train(cfg, str(tmp_path))
+    run.train(cfg, str(tmp_path))
 
 
 # --------------------------------------------------------------------------- multi-host
@@ -236,7 +238,7 @@ def test_two_processes_match_one_process(tmp_path):
   assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
   cfg = tiny_config("byol", **{"train.num_steps": 3, "train.checkpoint_every": 3, "optim.name": "sgd",
                                "optim.lr": 0.1})
-  ref = train.train(cfg, str(tmp_path / "single"))      # 1 process, 8 devices, same global batch
+  ref = run.train(cfg, str(tmp_path / "single"))      # 1 process, 8 devices, same global batch
   state, meta = _restore(str(tmp_path / "mh"), cfg)
   assert meta["step"] == 3
   for a, b in zip(_leaves(state.params), _leaves(ref["state"].params)):
@@ -270,7 +272,7 @@ def test_error_unknown_loss():
 
 
 def test_error_unknown_kernel():
-  with pytest.raises(ConfigError, match="config.loss.kernel='rbf' is not a known kernel"):
+  with pytest.raises(ConfigError, match="config.loss.kernel must be one of 'gaussian', .*, got 'rbf'"):
     config_lib.load_config(os.path.join(REPO, "experiments", "configs", "kcl.py"), ["--config.loss.kernel=rbf"])
 
 
@@ -307,12 +309,11 @@ def test_error_corrupt_dataset(tmp_path):
 def test_error_image_shape_mismatch():
   cfg = tiny_config("simclr")
   cfg.model.encoder_kwargs = {"widths": (4, 8), "strides": (2, 2), "in_channels": 3}
-  setup, _ = train.build(cfg)
   with pytest.raises(ConfigError, match="in_channels=3 but dataset 'fashion_mnist' has 1-channel images"):
-    train._check_shapes(setup)
-  setup, state = train.build(tiny_config("simclr"))
+    state_lib.build(cfg)
+  setup, state = state_lib.build(tiny_config("simclr"))
   with pytest.raises(DataError, match="built for in_channels=1 but got images of shape"):
-    jax.jit(train.make_train_step(setup))(state, random_batch(16, shape=(32, 32, 3)), jax.random.PRNGKey(0))
+    jax.jit(step_lib.make_train_step(setup))(state, random_batch(16, shape=(32, 32, 3)), jax.random.PRNGKey(0))
 
 
 def test_error_labels_out_of_range():
@@ -326,7 +327,7 @@ def test_error_labels_out_of_range():
 
 def test_error_resume_nonexistent_workdir(tmp_path):
   with pytest.raises(ConfigError, match="--resume given but workdir .* does not exist"):
-    train.train(tiny_config("simclr"), str(tmp_path / "missing"), resume=True)
+    run.train(tiny_config("simclr"), str(tmp_path / "missing"), resume=True)
 
 
 def test_error_unknown_override_field_and_wrong_type():
@@ -338,12 +339,12 @@ def test_error_unknown_override_field_and_wrong_type():
 
 def test_error_checkpoint_from_a_different_model(tmp_path):
   cfg = tiny_config("simclr")
-  _, state = train.build(cfg)
+  _, state = state_lib.build(cfg)
   ck = ckpt_lib.Checkpointer(str(tmp_path), fingerprint=ckpt_lib.fingerprint(cfg, state))
   ck.save(1, state, {"step": 1})
   ck.wait()
   other = tiny_config("simclr", **{"model.projector.out_dim": 16})
-  _, other_state = train.build(other)
+  _, other_state = state_lib.build(other)
   ck2 = ckpt_lib.Checkpointer(str(tmp_path), fingerprint=ckpt_lib.fingerprint(other, other_state))
   with pytest.raises(CheckpointError, match="belongs to a different model.*projector"):
     ck2.restore_latest(other_state)
@@ -351,15 +352,164 @@ def test_error_checkpoint_from_a_different_model(tmp_path):
 
 def test_error_workdir_with_checkpoints_needs_resume(tmp_path):
   cfg = tiny_config("simclr")
-  _, state = train.build(cfg)
+  _, state = state_lib.build(cfg)
   ck = ckpt_lib.Checkpointer(str(tmp_path / "checkpoints"), fingerprint=ckpt_lib.fingerprint(cfg, state))
   ck.save(1, state, {"step": 1})
   ck.wait()
   with pytest.raises(ConfigError, match="already has checkpoints"):
-    train.train(cfg, str(tmp_path))
+    run.train(cfg, str(tmp_path))
 
 
 def test_errors_md_lists_every_tested_row():
   text = open(os.path.join(REPO, "docs", "errors.md")).read()
   for name in [n for n in globals() if n.startswith("test_error_")]:
     assert f"`{name}`" in text, f"docs/errors.md has no row for {name}"
+
+
+# --------------------------------------------------------------------------- edges (refused before compiling)
+
+def _cli(capsys, *argv):
+  from jaxssl import cli
+  code = cli.main(list(argv))
+  return code, capsys.readouterr().err
+
+
+def test_error_unknown_config_variant(capsys, tmp_path):
+  code, err = _cli(capsys, "train", "--config", os.path.join(REPO, "experiments/configs/simclr.py:mnist"),
+                   "--workdir", str(tmp_path / "w"))
+  assert code == 2 and "unknown dataset 'mnist'" in err and "cifar10" in err and "Traceback" not in err
+
+
+def test_error_config_file_syntax_error(capsys, tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text("def get_config(:\n  pass\n")
+  code, err = _cli(capsys, "train", "--config", str(bad), "--workdir", str(tmp_path / "w"))
+  assert code == 2 and "syntax error at line 1" in err and str(bad) in err
+
+
+@pytest.mark.parametrize("override,field", [
+    ("train.keep_checkpoints=-1", "train.keep_checkpoints"), ("train.keep_checkpoints=0", "train.keep_checkpoints"),
+    ("optim.warmup_steps=-5", "optim.warmup_steps"), ("train.max_rollbacks=-1", "train.max_rollbacks"),
+    ("data.image_size=0", "data.image_size"), ("optim.schedule=linear", "optim.schedule"),
+    ("eval.knn_k=(0,)", "eval.knn_k"), ("eval.probe_epochs=0", "eval.probe_epochs"),
+    ("eval.batch_size=0", "eval.batch_size")])
+def test_error_out_of_range_counts_and_names(override, field):
+  with pytest.raises(ConfigError, match=f"config.{field}"):
+    config_lib.load_config(os.path.join(REPO, "experiments", "configs", "simclr.py"), ["--config." + override])
+
+
+def test_error_workdir_is_a_file_or_read_only(tmp_path, monkeypatch):
+  f = tmp_path / "a_file"
+  f.write_text("x")
+  with pytest.raises(ConfigError, match="is an existing file, not a directory"):
+    run.train(tiny_config("simclr"), str(f))
+
+  def read_only(path, *a, **k):
+    raise OSError(30, "Read-only file system", path)
+  monkeypatch.setattr(run, "open", read_only, raising=False)
+  with pytest.raises(ConfigError, match="is not writable \\(Read-only file system\\)"):
+    run.train(tiny_config("simclr"), str(tmp_path / "ro"))
+
+
+def test_error_process_count_not_an_integer(monkeypatch):
+  monkeypatch.setenv("JAXSSL_NUM_PROCESSES", "two")
+  with pytest.raises(ConfigError, match="JAXSSL_NUM_PROCESSES='two' must be an integer"):
+    parallel.initialize_distributed()
+  monkeypatch.delenv("JAXSSL_NUM_PROCESSES")
+  monkeypatch.setenv("JAXSSL_PROCESS_ID", "x")
+  with pytest.raises(ConfigError, match="JAXSSL_PROCESS_ID='x' must be an integer"):
+    parallel.initialize_distributed()
+
+
+def test_error_plot_without_a_run(capsys, tmp_path):
+  code, err = _cli(capsys, "plot", "--workdir", str(tmp_path / "nosuch"))
+  assert code == 2 and "has no metrics.jsonl to plot" in err
+
+
+def test_error_eval_or_resume_of_a_sweep_directory(tmp_path):
+  (tmp_path / "members.json").write_text(json.dumps([{"optim.lr": 1e-3}, {"optim.lr": 2e-3}]))
+  (tmp_path / "config.json").write_text(config_lib.to_json(tiny_config("simclr")))
+  with pytest.raises(ConfigError, match=r"is a sweep directory; evaluate one member at a time.*members/<i>"):
+    run.load_run(str(tmp_path))
+  from jaxssl import sweep
+  with pytest.raises(ConfigError, match=r"started with \[\{'optim.lr': 0.001\}"):
+    sweep.check_resume_members(str(tmp_path), [{"optim.lr": 5e-3}, {"optim.lr": 6e-3}])
+  sweep.check_resume_members(str(tmp_path), [{"optim.lr": 1e-3}, {"optim.lr": 2e-3}])   # the same: fine
+  with pytest.raises(ConfigError, match="is a sweep directory; resume it with `jaxssl sweep --resume`"):
+    sweep.check_resume_members(str(tmp_path), None)
+
+
+def test_interrupt_outside_a_step_exits_130_with_a_message(capsys, monkeypatch, tmp_path):
+  def interrupted(*a, **k):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(run, "train", interrupted)
+  code, err = _cli(capsys, "train", "--config", os.path.join(REPO, "experiments/configs/simclr.py"),
+                   "--workdir", str(tmp_path))
+  assert code == 130 and "continue with --resume" in err and "Traceback" not in err
+
+
+def test_checkpoint_disk_full_is_one_clear_error(tmp_path, monkeypatch):
+  import errno as errno_lib
+  _, state = state_lib.build(tiny_config("simclr"))
+  ck = ckpt_lib.Checkpointer(str(tmp_path / "checkpoints"))
+  ck.save(1, state, {"step": 1})
+
+  def full(*a, **k):
+    raise OSError(errno_lib.ENOSPC, "No space left on device")
+  monkeypatch.setattr(ck._mngr, "save", full)
+  with pytest.raises(CheckpointError, match=r"disk full while writing checkpoint 2 .* MiB free.*--resume: it "
+                                            r"continues from step 1"):
+    ck.save(2, state, {"step": 2})
+  assert ck.all_steps() == [1]    # what was written before is intact and resumable
+
+
+# --------------------------------------------------------------------------- edges (need a short run)
+
+@needs_fmnist
+def test_resume_refuses_changes_it_cannot_honour_and_records_what_runs(tmp_path):
+  cfg = tiny_config("simclr", steps=2)
+  wd = str(tmp_path / "run")
+  run.train(cfg, wd)
+  for field, value in (("optim.lr", 0.5), ("data.batch_size", 32)):
+    changed = tiny_config("simclr", steps=4, **{field: value})
+    with pytest.raises(ConfigError, match=f"--resume would change 1 field.*config.{field}"):
+      run.train(changed, wd, resume=True)
+  longer = tiny_config("simclr", steps=4)     # extending a run is allowed
+  out = run.train(longer, wd, resume=True)
+  assert out["step"] == 4
+  assert json.load(open(os.path.join(wd, "config.json")))["train"]["num_steps"] == 4
+
+
+@needs_fmnist
+def test_second_writer_is_refused_and_the_first_keeps_its_data(tmp_path):
+  wd = str(tmp_path / "run")
+  run.train(tiny_config("simclr", steps=2), wd)
+  before = open(os.path.join(wd, "metrics.jsonl")).read()
+  with run.workdir_lock(wd):        # a first writer holds the workdir
+    with pytest.raises(ConfigError, match=f"in use by another jaxssl run \\(PID {os.getpid()}\\)"):
+      run.train(tiny_config("simclr", steps=4), wd, resume=True)
+  assert open(os.path.join(wd, "metrics.jsonl")).read() == before
+  assert run.train(tiny_config("simclr", steps=4), wd, resume=True)["step"] == 4   # released on exit
+
+
+@needs_fmnist
+def test_overflowing_gradient_norm_stops_the_run(tmp_path):
+  """temperature=1e-30: a finite loss of ~1e29 with an infinite gradient norm is not finite."""
+  cfg = tiny_config("simclr", steps=3, **{"loss.temperature": 1e-30})
+  with pytest.raises(NumericalError, match=r"non-finite (loss|gradient) at step 0.*grad_norm="):
+    run.train(cfg, str(tmp_path))
+
+
+@needs_fmnist
+def test_eval_at_end_is_read_from_the_config(tmp_path):
+  """The CLI used to evaluate unless --no-eval, whatever config.eval.at_end said."""
+  from jaxssl import cli
+  fast = {"eval.probe_epochs": 1, "eval.baselines": False}
+  for at_end in (True, False):
+    cfg = tiny_config("simclr", steps=2, **{"eval.at_end": at_end, **fast})
+    cfg_file = tmp_path / f"cfg_{at_end}.py"
+    cfg_file.write_text("import json\nimport ml_collections\n\n\ndef get_config():\n"
+                        f"  return ml_collections.ConfigDict(json.loads({config_lib.to_json(cfg)!r}))\n")
+    wd = tmp_path / f"run_{at_end}"
+    assert cli.main(["train", "--config", str(cfg_file), "--workdir", str(wd)]) == 0
+    assert os.path.exists(wd / "eval.json") == at_end

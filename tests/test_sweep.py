@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxssl import sweep, train
+from jaxssl import run, state as state_lib, sweep
 from jaxssl.errors import ConfigError
 from _tiny import tiny_config
 
@@ -24,13 +24,13 @@ def test_k3_sweep_members_equal_separate_runs(tmp_path):
   stacks = {}
   for chunk in (3, 1):
     cfg.mesh.member_chunk = chunk
-    out = train.train(cfg, str(tmp_path / ("sweep" if chunk == 3 else "sweep_chunk1")), members=members)
+    out = run.train(cfg, str(tmp_path / ("sweep" if chunk == 3 else "sweep_chunk1")), members=members)
     stacks[chunk] = jax.device_get(out["state"])
     assert np.asarray(stacks[chunk].hparams["temperature"]).tolist() == pytest.approx([0.1, 0.1, 0.5])
     assert int(stacks[chunk].step) == 3
   finals = []
   for i, m in enumerate(members):
-    single = train.train(sweep.member_config(cfg, m, i), str(tmp_path / f"single{i}"))
+    single = run.train(sweep.member_config(cfg, m, i), str(tmp_path / f"single{i}"))
     finals.append(jax.device_get(single["state"]))
     for chunk, stacked in stacks.items():
       for a, b in zip(jax.tree.leaves(single["state"].params), jax.tree.leaves(stacked.params)):
@@ -63,20 +63,18 @@ def test_sweep_rejects_non_sweepable_and_invalid_values():
 def test_one_diverged_member_does_not_lose_the_others_evaluation(tmp_path, monkeypatch):
   """A member whose features are non-finite gets `eval_error`; the other members keep their
   evaluation, checkpoints and summary row (the sweep used to stop at the first bad member)."""
-  from jaxssl import evaluate
   from jaxssl.errors import DataError
   cfg = tiny_config("simclr", steps=1)
   members = sweep.members_from_sweep(cfg, sweep.parse_sweep(["loss.temperature=0.1,0.5,1.0"]))
-  setup, state = train.build(cfg, jax.random.PRNGKey(0))
-  stacked = train.stack_members(cfg, state, members)
+  setup, state = state_lib.build(cfg, jax.random.PRNGKey(0))
+  stacked = sweep.stack_members(cfg, state, members)
 
-  def fake_eval(mdir, *, cfg, setup, state, baselines):
-    if cfg.loss.temperature == 0.5:
+  def fake_eval(mdir, mcfg, mstate):
+    if mcfg.loss.temperature == 0.5:
       raise DataError("linear_probe: features contain NaN or Inf")
-    return {"step": 0, "model": {"linear_probe": 100 * cfg.loss.temperature, "knn_200": 50.0}}
+    return {"step": 0, "model": {"linear_probe": 100 * mcfg.loss.temperature, "knn_200": 50.0}}
 
-  monkeypatch.setattr(evaluate, "evaluate_workdir", fake_eval)
-  results = train._finish_members(cfg, setup, stacked, members, str(tmp_path), None, True)
+  results = sweep.finish_members(cfg, stacked, members, str(tmp_path), fake_eval)
   assert [r.get("model", {}).get("linear_probe") for r in results] == [pytest.approx(10.0), None, pytest.approx(100.0)]
   assert "NaN or Inf" in results[1]["eval_error"] and "eval_error" not in results[0]
   for i in range(3):

@@ -8,7 +8,6 @@ import common
 
 def get_config(dataset: str = "fashion_mnist"):
   c = common.base_config("barlow_twins", dataset)
-  c.loss.lambd = 5e-3
   if dataset == "fashion_mnist":
     c.model.projector = dict(kind="mlp", hidden_dim=512, out_dim=512, num_layers=3)
     return common.fmnist_cpu(c)

@@ -8,9 +8,7 @@ import common
 
 def get_config(dataset: str = "fashion_mnist"):
   c = common.base_config("byol", dataset)
-  c.loss.kind = "cosine"
   if dataset == "fashion_mnist":
-    c.ema.base = 0.99
     return common.fmnist_cpu(c)
   c.ema.base = 0.996 if dataset != "imagenet2012" else 0.99
   if dataset == "imagenet2012":

@@ -3,6 +3,9 @@ that the per-method files adjust. Every field here is overridable on the command
 `--config.loss.temperature=0.2`."""
 import ml_collections
 
+from jaxssl import methods
+from jaxssl.errors import ConfigError
+
 # Paper recipes (PAPERS.md); the expected linear-probe accuracies are listed in each file.
 DATASETS = {
     # Downsampling first (14x14 from the first conv) makes a train step ~2.8x cheaper on a
@@ -17,6 +20,9 @@ DATASETS = {
 
 
 def base_config(method: str, dataset: str = "fashion_mnist") -> ml_collections.ConfigDict:
+  if dataset not in DATASETS:
+    raise ConfigError(f"unknown dataset {dataset!r} for this config; use one of {', '.join(DATASETS)} "
+                      "(e.g. experiments/configs/simclr.py:cifar10)")
   d = DATASETS[dataset]
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -29,11 +35,12 @@ def base_config(method: str, dataset: str = "fashion_mnist") -> ml_collections.C
       encoder=d["encoder"], encoder_kwargs=dict(d["encoder_kwargs"]),
       projector=dict(kind="mlp", hidden_dim=512, out_dim=128, num_layers=2),
       predictor=dict(hidden_dim=512, num_layers=2)))
-  c.loss = ml_collections.ConfigDict()
+  # The method's own sections (loss, and ema / predictor where it has them) start from its
+  # declared hyperparameters (jaxssl.methods): those declarations hold their defaults.
+  for name, section in methods.method_sections(method).items():
+    c[name] = section
   c.optim = ml_collections.ConfigDict(dict(name="adamw", lr=1e-3, weight_decay=1e-6, momentum=0.9,
                                            warmup_steps=100, schedule="cosine"))
-  c.ema = ml_collections.ConfigDict(dict(base=0.99, enabled=True))
-  c.predictor = ml_collections.ConfigDict(dict(decay=0.3, eps=0.01, freq=1, alpha=0.5))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=2000, log_every=100, checkpoint_every=500, keep_checkpoints=3,
       online_probe=True, probe_lr=1e-3, aug_stream=0, nonfinite_policy="stop", rollback_lr_factor=0.5,
@@ -43,7 +50,7 @@ def base_config(method: str, dataset: str = "fashion_mnist") -> ml_collections.C
   c.mesh = ml_collections.ConfigDict(dict(
       num_devices=ml_collections.FieldReference(None, field_type=int),
       member_devices=1,   # sweeps: devices the member axis is sharded over (2-D mesh)
-      # sweeps: members per vmap (None: all on GPU/TPU, 1 on CPU; see train.member_chunk)
+      # sweeps: members per vmap (None: all on GPU/TPU, 1 on CPU; see jaxssl.sweep.member_chunk)
       member_chunk=ml_collections.FieldReference(None, field_type=int)))
   return c
 

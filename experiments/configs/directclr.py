@@ -1,17 +1,15 @@
 """DirectCLR (Jing et al. ICLR 2022): InfoNCE on r[:, :d0], no projector, zero-init residual.
 `--config experiments/configs/directclr.py[:dataset]`
 
-Expected: ImageNet ResNet-50, 100 epochs, d0 = 360: 62.7 linear probe (confirmed in PAPERS.md C).
+Expected: ImageNet ResNet-50, 100 epochs, d0 = 360: 62.7 linear probe (confirmed in docs/papers.md §C).
 """
 import common
 
 
 def get_config(dataset: str = "fashion_mnist"):
   c = common.base_config("directclr", dataset)
-  c.loss.temperature = 0.1
   c.model.projector = dict(kind="identity")
   if dataset == "fashion_mnist":
-    c.loss.dim = 64          # of the small ConvNet's 256-d representation
     return common.fmnist_cpu(c)
   c.model.encoder_kwargs["zero_init_residual"] = True
   if dataset == "imagenet2012":

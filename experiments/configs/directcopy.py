@@ -1,7 +1,7 @@
 """DirectCopy (Wang et al. 2021 / Tian): W_p = F + eps I, bias-free linear predictor.
 `--config experiments/configs/directcopy.py[:dataset]`
 
-STL-10 recipe (PAPERS.md D): ResNet-18, batch 128, SGD lr 0.03, weight decay 4e-4, EMA 0.996, 100 epochs.
+STL-10 recipe (docs/papers.md §D): ResNet-18, batch 128, SGD lr 0.03, weight decay 4e-4, EMA 0.996, 100 epochs.
 Expected: on ImageNet DirectPred ~ the 2-layer BN predictor (+2.5 points over a trained linear predictor at 300 ep).
 """
 import common
@@ -9,10 +9,6 @@ import common
 
 def get_config(dataset: str = "fashion_mnist"):
   c = common.base_config("directcopy", dataset)
-  c.loss.kind = "cosine"
-  c.predictor.decay = 0.3     # rho
-  c.predictor.eps = 0.3
-  c.predictor.freq = 1
   if dataset == "fashion_mnist":
     return common.fmnist_cpu(c)
   c.optim.name = "sgd"

@@ -2,7 +2,7 @@
 loss whose gradient equalises the eigenmode learning rates. Trains without an EMA target.
 `--config experiments/configs/isoloss.py[:dataset]`   (`--config.ema.enabled=True` adds one)
 
-Recipe (PAPERS.md E): ResNet-18 CIFAR stem, projector 4096 -> 256, LARS lr 1.0, batch 256,
+Recipe (docs/papers.md §E): ResNet-18 CIFAR stem, projector 4096 -> 256, LARS lr 1.0, batch 256,
 weight decay 1e-4, 1000 epochs, tau_C = 0.5 without EMA target (0.998 with).
 """
 import common
@@ -10,11 +10,6 @@ import common
 
 def get_config(dataset: str = "fashion_mnist"):
   c = common.base_config("isoloss", dataset)
-  c.loss.kind = "cosine"
-  c.ema.enabled = False
-  c.predictor.decay = 0.5     # tau_C without EMA target
-  c.predictor.eps = 0.1
-  c.predictor.alpha = 0.5
   if dataset == "fashion_mnist":
     return common.fmnist_cpu(c)
   common.lars(c, 1.0, 1e-4, 256)

@@ -1,6 +1,6 @@
 """SimCLR (NT-Xent, Chen et al. 2020).  `--config experiments/configs/simclr.py[:dataset]`
 
-Expected linear-probe accuracy (papers; PAPERS.md):
+Expected linear-probe accuracy (papers; docs/papers.md):
   cifar10   ResNet-18, 200 ep, batch 256: ~86.0 (Koromilas et al., best InfoNCE-family baseline)
   cifar100  ResNet-18, 200 ep:            ~58.1 (Koromilas et al.)
   stl10     ResNet-18 (solo-learn recipe), 200 ep: ~85 (not a seed-paper number)
@@ -12,7 +12,6 @@ import common
 
 def get_config(dataset: str = "fashion_mnist"):
   c = common.base_config("simclr", dataset)
-  c.loss.temperature = 0.2
   if dataset == "fashion_mnist":
     return common.fmnist_cpu(c, steps=3000)   # the main job: ~9 min of training on 2 CPU cores
   if dataset == "imagenet2012":

@@ -8,7 +8,6 @@ import common
 
 def get_config(dataset: str = "fashion_mnist"):
   c = common.base_config("simsiam", dataset)
-  c.loss.kind = "cosine"
   c.model.predictor = dict(hidden_dim=128, num_layers=2)   # bottleneck predictor
   if dataset == "fashion_mnist":
     return common.fmnist_cpu(c)

@@ -8,7 +8,6 @@ import common
 
 def get_config(dataset: str = "fashion_mnist"):
   c = common.base_config("vicreg", dataset)
-  c.loss.sim, c.loss.var, c.loss.cov = 25.0, 25.0, 1.0
   if dataset == "fashion_mnist":
     c.model.projector = dict(kind="mlp", hidden_dim=512, out_dim=512, num_layers=3)
     return common.fmnist_cpu(c)

@@ -74,6 +74,38 @@ def dcl(z1, z2, *, temperature, axis_name=None):
   return _nt_xent_unit(u, v, temperature, axis_name, vma, big_m, exclude_positive=True)
 
 
+def dclw(z1, z2, *, temperature, sigma=0.5, axis_name=None):
+  r"""Weighted Decoupled Contrastive Learning loss, DCLW (Yeh et al., ECCV 2022, arXiv 2110.06848).
+
+  DCL with the positive term of example i weighted by a von Mises-Fisher weight that
+  puts less weight on the easy (already aligned) positive pairs:
+
+      w_i = 2 - M exp(s(u_i, v_i)/sigma) / sum_j exp(s(u_j, v_j)/sigma)      (mean w = 1)
+      L   = 1/(2M) sum_a [ -w_{i(a)} s(a, p(a))/tau + LSE_{b != a, b != p(a)} s(a, b)/tau ]
+
+  as the official code (raminnakhli/Decoupled-Contrastive-Learning, ``loss.py``:
+  ``DCLW(sigma=0.5, temperature=0.1)``, both directions averaged). As there, the weight
+  is not under stop-gradient. sigma -> inf gives w = 1, i.e. `dcl`. Needs M >= 2.
+  """
+  C.check_positive("dclw", "temperature", temperature)
+  C.check_positive("dclw", "sigma", sigma)
+  u, v, big_m, vma = _prepare("dclw", z1, z2, axis_name, min_batch=2)
+  s = jnp.sum(u * v, axis=-1)                                          # [m] positive-pair cosines
+  s_all = C.gather(s, axis_name)                                       # [M]
+  w = 2.0 - big_m * jnp.exp(s / sigma - jax.nn.logsumexp(s_all / sigma))   # [m]
+  m = u.shape[0]
+  keys = jnp.concatenate([C.gather(u, axis_name), C.gather(v, axis_name)], axis=0)  # [2M, D]
+  anchors = jnp.concatenate([u, v], axis=0)                                           # [2m, D]
+  logits = anchors @ keys.T / temperature                                             # [2m, 2M]
+  g = C.global_row_index(m, axis_name)
+  mask = _self_mask(jnp.concatenate([g, big_m + g]), 2 * big_m) | _self_mask(jnp.concatenate([big_m + g, g]),
+                                                                             2 * big_m)
+  logits = jnp.where(mask, _NEG_INF, logits)
+  pos = w * s / temperature
+  per_anchor = jax.nn.logsumexp(logits, axis=-1) - jnp.concatenate([pos, pos])
+  return C.global_sum(jnp.sum(per_anchor) / (2 * big_m), axis_name, vma=vma)
+
+
 def _nt_xent_unit(u, v, temperature, axis_name, vma, big_m, *, exclude_positive):
   m = u.shape[0]
   keys = jnp.concatenate([C.gather(u, axis_name), C.gather(v, axis_name)], axis=0)  # [2M, D]

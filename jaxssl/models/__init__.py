@@ -12,7 +12,7 @@ the constants in `DATASET_STATS`; the default is 0.5 / 0.25).
                                zero_init_residual=True, mean="cifar10", std="cifar10")
     proj = models.build_head("mlp", enc.feature_dim, 128, rngs=nnx.Rngs(1), hidden_dim=2048)
 
-Functional use (what `jaxssl.train` does): split once into a static graphdef and two state
+Functional use (what `jaxssl.state.apply` does): split once into a static graphdef and two state
 pytrees, then rebuild the module inside the jitted function:
 
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
@@ -116,20 +116,21 @@ def build_head(kind: str, in_dim: int, out_dim: int | None = None, *, rngs: nnx.
 
 
 def apply(graphdef: nnx.GraphDef, params: Any, batch_stats: Any, x: Any, *,
-          train: bool) -> tuple[Any, Any]:
+          train: bool, method: str | None = None) -> tuple[Any, Any]:
   """Pure forward pass: (y, new_batch_stats) of the module `graphdef` with the given state.
 
   `params` / `batch_stats` are the `nnx.Param` / `nnx.BatchStat` states of `nnx.split` (as
   `nnx.State` or `nnx.to_pure_dict` dicts). train=True uses batch statistics and returns the
   updated running averages; train=False uses the running averages and returns `batch_stats`
-  unchanged. Safe under jit, grad, vmap and shard_map.
+  unchanged. `method` names another method of the module to call instead of
+  `__call__` (e.g. "encode"). Safe under jit, grad, vmap and shard_map.
   """
   m = nnx.merge(graphdef, params, batch_stats, copy=True)
   if train:
     m.train()
   else:
     m.eval()
-  y = m(x)
+  y = getattr(m, method)(x) if method else m(x)
   if not train:
     return y, batch_stats
   new = nnx.state(m, nnx.BatchStat)
