@@ -1,6 +1,6 @@
 # Two commands set up everything on a fresh Debian machine (Python 3.11):
 #   make train   -> venv + deps + Fashion-MNIST, then trains the default model
-#   make test    -> venv + deps + Fashion-MNIST, then runs the test suite
+#   make test    -> venv + deps + Fashion-MNIST, then lints (ruff, compileall) and runs the test suite
 # A second run installs nothing: the venv is keyed on a stamp of the requirement files.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +11,9 @@ CONFIG  ?= experiments/configs/simclr.py
 PYTEST_ARGS ?=
 TRAIN_ARGS ?=
 
-.PHONY: setup dataset train test test-all bench clean
+LINT_DIRS := jaxssl experiments benchmarks tests
+
+.PHONY: setup dataset lint train test test-all bench clean
 
 setup: $(STAMP) dataset
 
@@ -30,10 +32,16 @@ train: setup
 	$(VENV)/bin/jaxssl train --config $(CONFIG) --workdir $(WORKDIR) \
 	  $$(ls $(WORKDIR)/checkpoints 2>/dev/null | grep -qx "[0-9]*" && echo --resume) $(TRAIN_ARGS)
 
-test: setup
+# The gate before the tests: pyflakes and syntax errors (rules in pyproject.toml [tool.ruff]),
+# and every file byte-compiles (a script nothing imports still fails here).
+lint: setup
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(PY) -m compileall -q $(LINT_DIRS)
+
+test: lint
 	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
 
-test-all: setup
+test-all: lint
 	$(PY) -m pytest -n 2 -q -m "" $(PYTEST_ARGS)
 
 bench: setup

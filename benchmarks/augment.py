@@ -14,15 +14,14 @@ processes may share the CPUs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import _common  # noqa: E402  (benchmarks/ is the script's directory)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -55,10 +54,9 @@ def main(argv=None):
   ap.add_argument("--json", type=str, default=None, help="also write results here")
   args = ap.parse_args(argv)
 
-  load0 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-  print(f"jaxssl.augment on {jax.devices()[0].platform}: jax {jax.__version__}, {os.cpu_count()} CPUs visible "
-        f"({platform.processor() or platform.machine()}); load average before {load0[0]:.2f} {load0[1]:.2f} "
-        f"{load0[2]:.2f}")
+  load0 = _common.load_average()
+  print(f"jaxssl.augment on {jax.devices()[0].platform}: jax {jax.__version__}, {_common.cpu_description()}; "
+        f"load average before {_common.format_load(load0)}")
   print(f"uint8 batch {args.batch}; jitted; median of {args.repeats} calls after {args.warmup} warm-up calls")
   print()
   header = (f"{'preset':<8}{'input':>14}{'call':>12}{'compile [s]':>13}{'median [ms]':>13}{'min [ms]':>10}"
@@ -89,15 +87,15 @@ def main(argv=None):
       results.append(row)
       print(f"{name:<8}{'x'.join(map(str, shape[1:])):>14}{call:>12}{compile_s:>13.2f}{1e3 * med:>13.1f}"
             f"{1e3 * min(wall):>10.1f}{n_img / med:>11.0f}{1e3 * row['cpu_median_s']:>10.1f}")
-  load1 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+  load1 = _common.load_average()
   print()
   print("images/s counts augmented images (2 per input image for make_views). "
-        f"Load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+        f"Load average after: {_common.format_load(load1)}")
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(dict(batch=args.batch, size=args.size, repeats=args.repeats, warmup=args.warmup,
-                     jax=jax.__version__, cpu_count=os.cpu_count(), load_average_before=list(load0),
-                     load_average_after=list(load1), results=results), f, indent=2)
+    _common.write_json(args.json, dict(
+        batch=args.batch, size=args.size, repeats=args.repeats, warmup=args.warmup, jax=jax.__version__,
+        cpu_count=os.cpu_count(), load_average_before=list(load0), load_average_after=list(load1),
+        results=results))
   return 0
 
 

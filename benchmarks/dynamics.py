@@ -15,14 +15,13 @@ shows float32. The final values are compared on the scipy points.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import _common  # noqa: E402  (benchmarks/ is the script's directory)
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -85,6 +84,7 @@ def main(argv=None):
   n_total = g * g
   common = dict(t1=args.t1, p0=args.p0, tau=args.tau, rtol=args.rtol, atol=args.atol)
 
+  load0 = _common.load_average()
   rows = {}
   for name, dtype in (("jax_float64", jnp.float64), ("jax_float32", jnp.float32)):
     run = jax_grid_solver(dtype, **common)
@@ -105,6 +105,7 @@ def main(argv=None):
   sp = np.array([scipy_solve(etas64[i], sigma2s64[j], **common) for i, j in zip(ie, js)])
   scipy_s = time.perf_counter() - t0
   scipy_full_s = scipy_s * n_total / len(flat)
+  load1 = _common.load_average()
 
   jax64 = rows["jax_float64"]["out"][ie, js]
   jax32 = rows["jax_float32"]["out"][ie, js]
@@ -124,8 +125,9 @@ def main(argv=None):
   print(f"Tian cubic ODE p' = p^2[tau-(1+s2)p] - eta p on a {g}x{g} (eta, sigma^2) grid "
         f"= {n_total} ODEs")
   print(f"t1={args.t1}, p0={args.p0}, tau={args.tau}, rtol={args.rtol}, "
-        f"atol={args.atol}; jax {jax.__version__} on {jax.devices()[0].platform} "
-        f"({os.cpu_count()} CPU threads visible), {platform.processor() or platform.machine()}")
+        f"atol={args.atol}; jax {jax.__version__} on {jax.devices()[0].platform}, {_common.cpu_description()}")
+  print(f"load average before {_common.format_load(load0)}, after {_common.format_load(load1)} "
+        "(other processes share the CPUs)")
   print()
   print(f"{'method':<44}{'grid time [s]':>16}{'per ODE [us]':>14}{'speed-up':>10}")
   print("-" * 84)
@@ -150,22 +152,23 @@ def main(argv=None):
   print("CHECK:", "PASS" if ok else "FAIL")
 
   if args.json:
-    res = dict(grid=g, n_odes=n_total, scipy_points=len(flat),
-               scipy_extrapolated=extrapolated, scipy_measured_s=scipy_s,
-               scipy_full_grid_s=scipy_full_s,
-               jax_float64_s=rows["jax_float64"]["best_s"],
-               jax_float32_s=rows["jax_float32"]["best_s"],
-               jax_float64_first_call_s=rows["jax_float64"]["first_call_s"],
-               jax_float32_first_call_s=rows["jax_float32"]["first_call_s"],
-               speedup_float64=scipy_full_s / rows["jax_float64"]["best_s"],
-               speedup_float32=scipy_full_s / rows["jax_float32"]["best_s"],
-               max_abs_diff_float64=diff64, max_abs_diff_float32=diff32,
-               float32_points_off_by_1e-3=int(bad32.sum()),
-               float32_points_off_on_knife_edge=int((bad32 & knife).sum()),
-               classification_agreement=agree, check_passed=ok,
-               device=jax.devices()[0].platform, **common)
-    with open(args.json, "w") as f:
-      json.dump(res, f, indent=2)
+    # A dict literal: "float32_points_off_by_1e-3" is not a valid keyword argument name.
+    _common.write_json(args.json, {
+        "grid": g, "n_odes": n_total, "scipy_points": len(flat),
+        "scipy_extrapolated": extrapolated, "scipy_measured_s": scipy_s,
+        "scipy_full_grid_s": scipy_full_s,
+        "jax_float64_s": rows["jax_float64"]["best_s"],
+        "jax_float32_s": rows["jax_float32"]["best_s"],
+        "jax_float64_first_call_s": rows["jax_float64"]["first_call_s"],
+        "jax_float32_first_call_s": rows["jax_float32"]["first_call_s"],
+        "speedup_float64": scipy_full_s / rows["jax_float64"]["best_s"],
+        "speedup_float32": scipy_full_s / rows["jax_float32"]["best_s"],
+        "max_abs_diff_float64": diff64, "max_abs_diff_float32": diff32,
+        "float32_points_off_by_1e-3": int(bad32.sum()),
+        "float32_points_off_on_knife_edge": int((bad32 & knife).sum()),
+        "classification_agreement": agree, "check_passed": ok,
+        "device": jax.devices()[0].platform, "jax": jax.__version__, "cpu_count": os.cpu_count(),
+        "load_average_before": list(load0), "load_average_after": list(load1), **common})
   return 0 if ok else 1
 
 

@@ -19,15 +19,14 @@ The PyTorch side is what one would write by hand (and what the papers' code does
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import _common  # noqa: E402  (benchmarks/ is the script's directory)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -38,17 +37,9 @@ from jaxssl import losses  # noqa: E402
 # ----------------------------------------------------------------------------- PyTorch side
 
 def torch_losses():
+  """(torch, {name: loss(z1, z2, temperature)}) of the hand-written PyTorch losses."""
   import torch
   import torch.nn.functional as F
-
-  def nt_xent(z1, z2, temperature):
-    m = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
-    logits = z @ z.T / temperature
-    eye = torch.eye(2 * m, dtype=torch.bool)
-    logits = logits.masked_fill(eye, float("-inf"))
-    targets = torch.cat([torch.arange(m, 2 * m), torch.arange(0, m)])
-    return F.cross_entropy(logits, targets)
 
   def dhel(z1, z2, temperature):
     m = z1.shape[0]
@@ -60,7 +51,7 @@ def torch_losses():
     pos = torch.exp(torch.sum(u * v, dim=-1) / temperature)
     return -torch.log(pos / (sim_u.sum(dim=-1) * sim_v.sum(dim=-1))).mean()
 
-  return torch, {"nt_xent": nt_xent, "dhel": dhel}
+  return torch, {"nt_xent": _common.torch_nt_xent, "dhel": dhel}
 
 
 def time_torch(torch, fn, z1_np, z2_np, temperature, warmup, repeats):
@@ -118,21 +109,20 @@ def main(argv=None):
   try:
     torch, torch_fns = torch_losses()
   except ImportError:
-    print("PyTorch is not installed: `pip install torch==2.13.0` (or `make bench`).")
+    print(_common.TORCH_MISSING)
     return 2
 
   rng = np.random.default_rng(args.seed)
   z1 = rng.standard_normal((args.batch, args.dim)).astype(np.float32)
   z2 = (z1 + 0.5 * rng.standard_normal((args.batch, args.dim))).astype(np.float32)
 
-  load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+  load = _common.load_average()
   print(f"forward+backward (grads w.r.t. both views), batch {args.batch}, dim {args.dim}, "
         f"tau {args.temperature}, float32, CPU; median of {args.repeats} runs after "
         f"{args.warmup} warm-up runs")
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); {os.cpu_count()} CPUs visible, "
-        f"{platform.processor() or platform.machine()}; load average {load[0]:.2f} "
-        f"{load[1]:.2f} {load[2]:.2f} (other processes share the CPUs)")
+        f"({torch.get_num_threads()} threads); {_common.cpu_description()}; load average "
+        f"{_common.format_load(load)} (other processes share the CPUs)")
   print()
   header = (f"{'loss':<10}{'jaxssl jit [ms]':>17}{'torch [ms]':>13}{'torch/jax':>11}"
             f"{'jax loss':>14}{'torch loss':>14}{'|dloss|':>10}{'max|dgrad|':>12}")
@@ -162,12 +152,10 @@ def main(argv=None):
         + ", ".join(f"{k} {v['jax_first_call_s']:.2f} s" for k, v in results.items()))
   print("CHECK (same loss and gradients):", "PASS" if ok else "FAIL")
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(dict(batch=args.batch, dim=args.dim, temperature=args.temperature,
-                     repeats=args.repeats, warmup=args.warmup, load_average=list(load),
-                     cpu_count=os.cpu_count(), jax=jax.__version__, torch=torch.__version__,
-                     torch_threads=torch.get_num_threads(), results=results, check_passed=ok),
-                f, indent=2)
+    _common.write_json(args.json, dict(
+        batch=args.batch, dim=args.dim, temperature=args.temperature, repeats=args.repeats,
+        warmup=args.warmup, load_average=list(load), cpu_count=os.cpu_count(), jax=jax.__version__,
+        torch=torch.__version__, torch_threads=torch.get_num_threads(), results=results, check_passed=ok))
   return 0 if ok else 1
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import _common
+
+HERE = _common.HERE
 
 
 def main(argv=None):
@@ -52,8 +53,7 @@ def main(argv=None):
     rc = subprocess.call(cmd, cwd=root)
     summary[name] = dict(returncode=rc, wall_s=time.perf_counter() - t0, json=out if os.path.exists(out) else None)
     print(f"=== {name}: exit {rc} in {summary[name]['wall_s']:.0f} s", flush=True)
-  with open(os.path.join(args.out, "run_all.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  _common.write_json(os.path.join(args.out, "run_all.json"), summary)
   print("\n" + "\n".join(f"{n:<14} exit {v['returncode']}  {v['wall_s']:.0f} s" for n, v in summary.items()))
   return 0 if all(v["returncode"] == 0 for v in summary.values()) else 1
 

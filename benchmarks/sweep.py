@@ -7,12 +7,12 @@ experiments/configs/simclr.py:cifar10 (ResNet-18 CIFAR stem, LARS as configured)
 CIFAR-size batch (default 64 on the CPU; keep --steps small there).
 
 Both sides train on synthetic uint8 batches (no dataset needed): the same sequence of
-batches for every member and every run. Exactly as `jaxssl.train.train` does:
-  sweep       build -> `stack_members` -> `jit_member_step` (jax.vmap over members),
-              member i draws its augmentations from stream i;
+batches for every member and every run. Exactly as `jaxssl.run.train` does:
+  sweep       `state.build` -> `sweep.stack_members` -> `sweep.jit_member_step` (members
+              mapped inside one program), member i draws its augmentations from stream i;
   sequential  for each member i: `sweep.member_config(cfg, member_i, i)` (its
-              hyperparameter and `train.aug_stream = i`) -> build -> `jit_train_step`
-              -> steps. Each run is built and compiled anew, as separate jobs would be
+              hyperparameter and `train.aug_stream = i`) -> `state.build` ->
+              `step.jit_train_step` -> steps. Each run is built and compiled anew, as separate jobs would be
               (the Python start-up and imports of separate processes are not counted).
 `train.log_every` is set to 10**9 and both sides start their step counter at
 `--start-step` (default 1), so the in-graph spectrum diagnostics (which run when
@@ -40,9 +40,7 @@ all members), and the max loss difference over all steps and members.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,34 +48,24 @@ import time
 if "--cpu" in sys.argv:
   os.environ["JAX_PLATFORMS"] = "cpu"
 
+import _common  # noqa: E402  (benchmarks/ is the script's directory)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxssl import config as config_lib  # noqa: E402
+from jaxssl import parallel, state as state_lib, step as step_lib, sweep  # noqa: E402
 
-CONFIG = "experiments/configs/simclr.py"
-LOG_EVERY = 10**9
+LOG_EVERY = _common.LOG_EVERY
 DEFAULT_VALUES = {"loss.temperature": [0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0]}
 
 
-def make_config(model: str, batch: int, steps: int):
-  root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
-  path = os.path.join(root, CONFIG) + (":cifar10" if model == "resnet18" else "")
+def make_config(model: str, batch: int) -> ml_collections.ConfigDict:
+  """experiments/configs/simclr.py (":cifar10" for resnet18) at `batch`, diagnostics off."""
+  path = _common.SIMCLR_CONFIG + (":cifar10" if model == "resnet18" else "")
   return config_lib.load_config(path, [f"--config.data.batch_size={batch}",
                                        f"--config.train.log_every={LOG_EVERY}"])
-
-
-def synthetic_batches(n: int, batch: int, shape, num_classes: int, seed: int):
-  rng = np.random.default_rng(seed)
-  h, w, c = shape
-  out = []
-  for _ in range(n):
-    low = rng.uniform(0, 255, (batch, h // 4 + 1, w // 4 + 1, c))
-    img = np.repeat(np.repeat(low, 4, axis=1), 4, axis=2)[:, :h, :w]
-    img = np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
-    out.append({"image": img, "label": rng.integers(0, num_classes, batch).astype(np.int32)})
-  return out
 
 
 def run(step_fn, state, batches, keys):
@@ -114,8 +102,6 @@ def main(argv=None):
   ap.add_argument("--json", type=str, default=None, help="also write results here")
   args = ap.parse_args(argv)
 
-  from jaxssl import parallel, sweep, train
-
   batch = args.batch or (256 if args.model == "convnet_small" else 64)
   if args.values:
     values = [float(v) for v in args.values.split(",") if v.strip()]
@@ -125,41 +111,41 @@ def main(argv=None):
       raise SystemExit(f"--values is needed for --field {args.field}")
   values = (values * args.members)[:args.members] if len(values) < args.members else values[:args.members]
   k = len(values)
-  cfg = make_config(args.model, batch, args.steps)
+  cfg = make_config(args.model, batch)
   cfg.mesh.member_chunk = args.member_chunk
   members = sweep.members_from_sweep(cfg, [(args.field, values)])
   info_shape = None
 
-  load0 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-  print(f"member_chunk={train.member_chunk(cfg, k)} (members per vmap inside the step)")
+  load0 = _common.load_average()
+  print(f"member_chunk={sweep.member_chunk(cfg, k)} (members per vmap inside the step)")
   print(f"K={k} vmapped sweep of {args.field} = {values} vs {k} sequential single runs, {args.steps} "
         f"steps each; SimCLR {cfg.model.encoder}, batch {batch}, {jax.devices()[0].platform}")
   print(f"jax {jax.__version__} ({jax.devices()[0].device_kind}, {jax.device_count()} device(s)); "
-        f"{os.cpu_count()} CPUs visible, {platform.processor() or platform.machine()}; load average "
-        f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} (other processes share the CPUs); steps "
+        f"{_common.cpu_description()}; load average {_common.format_load(load0)} "
+        f"(other processes share the CPUs); steps "
         f"{args.start_step}..{args.start_step + args.steps - 1}, diagnostics "
         f"{'at step 0 only' if args.start_step == 0 else 'never'} (train.log_every={LOG_EVERY})")
   print()
 
   # Untimed warm-up: JAX backend initialisation and first-use costs of model building,
   # which would otherwise be charged to whichever side runs first.
-  jax.block_until_ready(train.build(cfg, jax.random.PRNGKey(cfg.seed))[1])
+  jax.block_until_ready(state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))[1])
 
   # ------------------------------------------------------------------ sweep
   t_all = time.perf_counter()
-  setup, state = train.build(cfg, jax.random.PRNGKey(cfg.seed))
+  setup, state = state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))
   info_shape = setup.image_shape
-  mesh = train.make_member_mesh(cfg)
-  state = train.stack_members(cfg, state, members)
+  mesh = sweep.make_member_mesh(cfg)
+  state = sweep.stack_members(cfg, state, members)
   state = state.replace(step=jnp.asarray(args.start_step, jnp.int32))
-  step_fn, state_sh = train.jit_member_step(setup, mesh, state)
+  step_fn, state_sh = sweep.jit_member_step(setup, mesh, state)
   state = jax.device_put(state, state_sh)
   build_s = time.perf_counter() - t_all
   # Batches and keys are made outside the timed region (a data pipeline would prefetch).
   t_data = time.perf_counter()
-  host_batches = synthetic_batches(args.distinct_batches, batch, info_shape, setup.num_classes, args.seed)
+  host_batches = _common.synthetic_batches(args.distinct_batches, batch, info_shape, setup.num_classes, args.seed)
   batches = [jax.device_put(b, parallel.batch_sharding(mesh)) for b in host_batches]
-  roots = [train.augmentation_root_key(cfg, i) for i in range(k)]
+  roots = [step_lib.augmentation_root_key(cfg, i) for i in range(k)]
   step_ids = range(args.start_step, args.start_step + args.steps)
   keys = [jnp.stack([jax.random.fold_in(r, s) for r in roots]) for s in step_ids]
   jax.block_until_ready((batches, keys))
@@ -180,13 +166,13 @@ def main(argv=None):
   for i, m in enumerate(members):
     t1 = time.perf_counter()
     mcfg = sweep.member_config(cfg, m, i)
-    msetup, mstate = train.build(mcfg, jax.random.PRNGKey(mcfg.seed))
+    msetup, mstate = state_lib.build(mcfg, jax.random.PRNGKey(mcfg.seed))
     mmesh = parallel.make_mesh(mcfg.get("mesh", {}).get("num_devices"))
-    mstep = train.jit_train_step(msetup, mmesh)
+    mstep = step_lib.jit_train_step(msetup, mmesh)
     mstate = mstate.replace(step=jnp.asarray(args.start_step, jnp.int32))
     mstate = jax.device_put(mstate, parallel.replicated(mmesh))
     mbuild_s = time.perf_counter() - t1
-    root = train.augmentation_root_key(mcfg)
+    root = step_lib.augmentation_root_key(mcfg)
     mkeys = [jax.random.fold_in(root, s) for s in step_ids]
     mbatches = [jax.device_put(b, parallel.batch_sharding(mmesh)) for b in host_batches]
     jax.block_until_ready((mkeys, mbatches))
@@ -206,7 +192,7 @@ def main(argv=None):
           f"first step {mtimes[0]:.2f} s, steady {seq_runs[-1]['steady_median_step_s']:.3f} s/step, "
           f"wall {wall:.1f} s; max|param - sweep member {i}| {d:.2e}", flush=True)
 
-  load1 = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+  load1 = _common.load_average()
   seq_wall = sum(r["wall_s"] for r in seq_runs)
   seq_compile = sum(r["compile_s"] for r in seq_runs)
   seq_build = sum(r["build_s"] for r in seq_runs)
@@ -233,28 +219,26 @@ def main(argv=None):
         f"(max |param| {pmax:.2f}); over all members {max(diffs):.2e}; max |loss diff| over all steps and "
         f"members {loss_diff:.2e}")
   print(f"data + keys prepared outside the timings in {data_s:.1f} s; load average after: "
-        f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+        f"{_common.format_load(load1)}")
   tol = 1e-3 * max(1.0, pmax)
   ok = bool(diffs[0] <= tol)
   print(f"CHECK (sweep member 0 == sequential run 0, max |param diff| <= {tol:.0e}):", "PASS" if ok else "FAIL")
 
   if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(dict(
-          benchmark="sweep", model=args.model, member_chunk=train.member_chunk(cfg, k), start_step=args.start_step, batch=batch, steps=args.steps, members=members,
-          field=args.field, values=values, log_every=LOG_EVERY, device=jax.devices()[0].platform,
-          jax=jax.__version__, cpu_count=os.cpu_count(), load_average_before=list(load0),
-          load_average_after=list(load1),
-          sweep=sw, sequential=dict(runs=seq_runs, wall_s=seq_wall, build_s=seq_build,
-                                    compile_s=seq_compile, steps_s=seq_steps,
-                                    steady_step_s_sum_over_runs=seq_steady,
-                                    one_compile_estimate_wall_s=one_compile_est),
-          ratio_wall_sequential_over_sweep=seq_wall / sweep_wall,
-          ratio_one_compile_estimate_over_sweep=one_compile_est / sweep_wall,
-          ratio_steady_sequential_over_sweep=seq_steady / sw["steady_median_step_s"],
-          member0_max_abs_param_diff=diffs[0], max_abs_param_diff_all_members=max(diffs),
-          max_abs_param=pmax, max_abs_loss_diff=loss_diff, check_passed=ok), f, indent=2)
+    _common.write_json(args.json, dict(
+        benchmark="sweep", model=args.model, member_chunk=sweep.member_chunk(cfg, k), start_step=args.start_step,
+        batch=batch, steps=args.steps, members=members, field=args.field, values=values, log_every=LOG_EVERY,
+        device=jax.devices()[0].platform, jax=jax.__version__, cpu_count=os.cpu_count(),
+        load_average_before=list(load0), load_average_after=list(load1),
+        sweep=sw, sequential=dict(runs=seq_runs, wall_s=seq_wall, build_s=seq_build,
+                                  compile_s=seq_compile, steps_s=seq_steps,
+                                  steady_step_s_sum_over_runs=seq_steady,
+                                  one_compile_estimate_wall_s=one_compile_est),
+        ratio_wall_sequential_over_sweep=seq_wall / sweep_wall,
+        ratio_one_compile_estimate_over_sweep=one_compile_est / sweep_wall,
+        ratio_steady_sequential_over_sweep=seq_steady / sw["steady_median_step_s"],
+        member0_max_abs_param_diff=diffs[0], max_abs_param_diff_all_members=max(diffs),
+        max_abs_param=pmax, max_abs_loss_diff=loss_diff, check_passed=ok))
   return 0 if ok else 1
 
 

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any, Mapping, Sequence
 
-from jaxssl import run, sweep
+from jaxssl import plots, run, sweep
 from jaxssl.errors import NumericalError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -212,16 +212,6 @@ def all_finite(*xs: float) -> bool:
   return all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
 
 
-def _save(fig, path: str, suptitle: str) -> str:
-  import matplotlib.pyplot as plt
-  if suptitle:
-    fig.suptitle(suptitle)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
-
-
 def plot_spectra_panels(panels: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str, suptitle: str = "") -> str:
   """Several log10(eigenvalue)-vs-rank panels: {panel title: {label: {"eig": [...], "ls": "-"}}}.
   Eigenvalues are sorted descending and clamped at 1e-12, as in jaxssl.plots.plot_spectra."""
@@ -242,7 +232,10 @@ def plot_spectra_panels(panels: Mapping[str, Mapping[str, Mapping[str, Any]]], p
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  return _save(fig, path, suptitle)
+  if suptitle:
+    fig.suptitle(suptitle)
+  fig.tight_layout()
+  return plots.save_figure(fig, path)
 
 
 def plot_lines(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], path: str, *,
@@ -269,4 +262,7 @@ def plot_lines(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  return _save(fig, path, suptitle)
+  if suptitle:
+    fig.suptitle(suptitle)
+  fig.tight_layout()
+  return plots.save_figure(fig, path)

@@ -25,7 +25,7 @@ import sys
 import time
 
 import reproduce_common  # noqa: E402  (experiments/ is the script's directory)
-from jaxssl import run, sweep  # noqa: E402
+from jaxssl import plots, run, sweep  # noqa: E402
 
 TEMPERATURES = (0.07, 0.1, 0.2, 0.5, 1.0)
 COLUMNS = reproduce_common.COLUMNS
@@ -88,8 +88,7 @@ def plot(rows, simple, path):
   axes[0].legend(fontsize=8)
   fig.suptitle("Wang & Liu 2021 at Fashion-MNIST scale (jaxssl, one batched sweep)")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def write_outputs(result: dict, out: str) -> None:

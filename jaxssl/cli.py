@@ -1,5 +1,6 @@
 """`jaxssl` command line.
 
+  jaxssl config --config experiments/configs/simclr.py [--config.a.b=v ...]   (print the resolved config)
   jaxssl train --config experiments/configs/simclr.py [--config.a.b=v ...] --workdir DIR [--resume]
   jaxssl eval  --workdir DIR
   jaxssl plot  --workdir DIR
@@ -44,11 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument("--no-baselines", action="store_true", help="skip raw-pixel and random-init baselines")
   pl = sub.add_parser("plot", help="spectrum and training-curve PNGs from a run's metrics")
   pl.add_argument("--workdir", required=True)
+  c = sub.add_parser("config", help="print the resolved config: every field, its value and what it does")
+  c.add_argument("--config", required=True, help="experiments/configs/<name>.py[:dataset]")
   s = sub.add_parser("sweep", help="train the Cartesian product of hyperparameters in one vmapped program")
   s.add_argument("--config", required=True)
   s.add_argument("--sweep", action="append", default=[], help="'field=v1,v2,...' (repeatable)")
   s.add_argument("--resume", action="store_true")
   s.add_argument("--no-eval", action="store_true")
+  s.add_argument("--select", choices=("rankme", "lidar", "alpha_req", "linear_probe"), default=None,
+                 help="choose a member by a label-free criterion (or the linear probe): selection.json, "
+                      "selection.png, summary.md ranked")
   _common(s)
   return parser
 
@@ -72,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, overrides) -> int:
+  if args.command == "config":
+    print(config_lib.describe_config(config_lib.load_config(args.config, overrides)))
+    return 0
   if args.command != "plot":
     parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
   if args.command == "train":
@@ -98,7 +107,12 @@ def _run(args, overrides) -> int:
     return 0
   if args.command == "sweep":
     cfg = config_lib.load_config(args.config, overrides)
-    run.sweep(cfg, args.sweep, args.workdir, resume=args.resume, evaluate_at_end=not args.no_eval)
+    out = run.sweep(cfg, args.sweep, args.workdir, resume=args.resume, evaluate_at_end=not args.no_eval,
+                    select=args.select)
+    if "selection" in out:
+      sel = out["selection"]
+      print(f"selected member {sel['chosen_member']} by {sel['criterion']} ({sel['key']}): "
+            f"{out['members'][sel['chosen_member']]}; ranking {sel['ranking']}")
     return 0
   return 1
 

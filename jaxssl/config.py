@@ -185,6 +185,78 @@ def shrink_to_tiny_model(cfg: ml_collections.ConfigDict) -> ml_collections.Confi
   return cfg
 
 
+# One line per engine field, for `jaxssl config` (method fields are documented by their HParam).
+FIELD_DOCS = {
+    "seed": "seed of the initial parameters, data order and augmentations",
+    "method": "SSL method (jaxssl.methods.METHODS)",
+    "data.name": "dataset (fashion_mnist, cifar10, cifar100, stl10, imagenet2012)",
+    "data.batch_size": "global batch size (split over devices and processes)",
+    "data.augment": "augmentation preset (jaxssl.augment.preset: simclr, byol, fmnist, none)",
+    "data.image_size": "crop size of the views",
+    "data.data_dir": "data directory (else $JAXSSL_DATA_DIR, $TFDS_DATA_DIR, ~/tensorflow_datasets)",
+    "data.idx_dir": "directory of the Fashion-MNIST IDX files (else $JAXSSL_FMNIST_DIR, the data dir, Debian's)",
+    "model.encoder": "backbone (resnet18, resnet34, resnet50, convnet_small)",
+    "model.encoder_kwargs": "keyword arguments of the backbone (stem, widths, strides, ...)",
+    "model.projector": "projector head: kind (mlp, linear, identity), hidden_dim, out_dim, num_layers",
+    "model.predictor": "MLP predictor head of BYOL / SimSiam: hidden_dim, num_layers",
+    "optim.name": "optimizer: sgd, lars or adamw",
+    "optim.lr": "peak learning rate (traced: sweepable)",
+    "optim.weight_decay": "weight decay on kernels (traced: sweepable)",
+    "optim.momentum": "momentum of sgd / lars",
+    "optim.warmup_steps": "linear warm-up steps",
+    "optim.schedule": "cosine (decay to 0 at num_steps) or constant",
+    "train.num_steps": "number of train steps (may be raised on --resume)",
+    "train.log_every": "steps between logged metrics and in-graph diagnostics",
+    "train.checkpoint_every": "steps between checkpoints",
+    "train.keep_checkpoints": "checkpoints kept (>= 1)",
+    "train.online_probe": "train an online linear probe on stop-gradient features",
+    "train.probe_lr": "learning rate of the online probe (Adam)",
+    "train.aug_stream": "augmentation stream (sweep member i uses stream i)",
+    "train.nonfinite_policy": "on a non-finite loss or gradient: stop, skip or rollback",
+    "train.rollback_lr_factor": "learning-rate factor of each rollback",
+    "train.max_rollbacks": "consecutive rollbacks before giving up",
+    "train.collapse_alarm.policy": "collapse alarm: off, warn or stop",
+    "train.collapse_alarm.min_rank_fraction_z": "alarm when RankMe of z < this fraction of its dimension",
+    "train.collapse_alarm.min_rank_fraction_r": "alarm when RankMe of r < this fraction of its dimension",
+    "train.collapse_alarm.min_norm_z": "alarm when the RMS norm of z < this (a collapse to zero)",
+    "eval.at_end": "evaluate when training ends",
+    "eval.knn_k": "k of the weighted kNN classifiers",
+    "eval.knn_temperature": "temperature of the kNN vote weights",
+    "eval.probe_epochs": "epochs of the linear probe",
+    "eval.batch_size": "batch size of feature extraction",
+    "eval.baselines": "also evaluate raw pixels and the random-init encoder",
+    "eval.lidar_images": "LiDAR: number of training images (surrogate classes)",
+    "eval.lidar_views": "LiDAR: augmented views per image (even)",
+    "mesh.num_devices": "devices to use (None: all)",
+    "mesh.member_devices": "sweeps: devices the member axis is sharded over",
+    "mesh.member_chunk": "sweeps: members per vmap (None: all on GPU/TPU, 1 on CPU)",
+}
+
+
+def describe_config(cfg: ml_collections.ConfigDict) -> str:
+  """Every field of a resolved config with its value and a one-line description (`jaxssl config`)."""
+  docs = dict(FIELD_DOCS)
+  for h in methods.get_method(cfg.method).hparams:
+    docs[h.field] = h.doc + (" (traced: sweepable)" if h.sweepable else "")
+  flat: list[tuple[str, Any]] = []
+
+  def walk(node, prefix):
+    for k in sorted(node.keys()):
+      v = node[k]
+      key = f"{prefix}{k}"
+      if isinstance(v, ml_collections.ConfigDict) and key not in docs:
+        walk(v, key + ".")
+      else:
+        flat.append((key, v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v))
+  walk(cfg, "")
+  width = max(len(k) for k, _ in flat)
+  lines = []
+  for k, v in flat:
+    text = repr(v)
+    lines.append(f"{k:<{width}}  {text:<28}  # {docs.get(k, '')}".rstrip(" #"))
+  return "\n".join(lines)
+
+
 ENGINE_SECTIONS = ("data", "model", "loss", "optim", "train", "eval", "mesh")
 
 
@@ -204,6 +276,11 @@ def validate_eval_config(cfg: ml_collections.ConfigDict) -> None:
   _int_at_least(cfg, "eval.probe_epochs", 1)
   _int_at_least(cfg, "eval.batch_size", 1)
   _positive(cfg, "eval.knn_temperature")
+  _int_at_least(cfg, "eval.lidar_images", 2)
+  _int_at_least(cfg, "eval.lidar_views", 2)
+  if cfg.eval.lidar_views % 2:
+    raise ConfigError(f"config.eval.lidar_views must be even (views come in the augmentation's pairs), "
+                      f"got {cfg.eval.lidar_views}")
   for flag in ("at_end", "baselines"):
     if not isinstance(cfg.eval[flag], bool):
       raise ConfigError(f"config.eval.{flag} must be True or False, got {cfg.eval[flag]!r}")
@@ -240,6 +317,14 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _int_at_least(cfg, "train.max_rollbacks", 0)
   _int_at_least(cfg, "train.aug_stream", 0)
   validate_eval_config(cfg)
+  alarm = cfg.train.collapse_alarm
+  if alarm.policy not in ("off", "warn", "stop"):
+    raise ConfigError(f"config.train.collapse_alarm.policy={alarm.policy!r}; use 'off', 'warn' or 'stop'")
+  for key in ("min_rank_fraction_z", "min_rank_fraction_r"):
+    v = alarm[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+      raise ConfigError(f"config.train.collapse_alarm.{key} must be in [0, 1], got {v!r}")
+  _positive(cfg, "train.collapse_alarm.min_norm_z", allow_zero=True)
   _positive(cfg, "train.rollback_lr_factor")
   if not cfg.train.rollback_lr_factor < 1:
     raise ConfigError(f"config.train.rollback_lr_factor must be in (0, 1), got {cfg.train.rollback_lr_factor!r}")

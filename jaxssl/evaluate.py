@@ -23,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxssl import data as data_lib
 from jaxssl import diagnostics
+from jaxssl import selection
 from jaxssl.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------- features
@@ -261,8 +262,33 @@ def evaluate_features(train_feats, train_labels, test_feats, test_labels, *, num
   return out
 
 
+def label_free_criteria(encode_fn: EncodeFn, train_feats: np.ndarray, feature_dim: int, images: np.ndarray,
+                        view_cfgs: Sequence[Any], *, num_images: int, num_views: int, seed: int) -> dict[str, float]:
+  """RankMe and alpha-ReQ of the training-split features, and LiDAR of `num_views` augmentations
+  of `num_images` training images, for r and z: model selection without labels
+  (`jaxssl.selection`; no label is read here)."""
+  out = {}
+  for which, feats in (("r", train_feats[:, :feature_dim]), ("z", train_feats[:, feature_dim:])):
+    f = jnp.asarray(feats)
+    out[f"rankme_{which}"] = float(selection.rankme(f))
+    out[f"alpha_req_{which}"] = float(selection.alpha_req(f))
+
+  @jax.jit
+  def views(key, x):
+    def embed(v):
+      o = encode_fn(v)
+      return jnp.concatenate([o["r"], o["z"]], axis=-1)      # [n, F + D]
+    return selection.lidar_views(key, x, embed, num_views=num_views, view_cfg=tuple(view_cfgs))
+
+  n = min(int(num_images), len(images))
+  e = views(jax.random.PRNGKey(seed + 20_000), jnp.asarray(images[:n]))   # [n, q, F + D]
+  out["lidar_r"] = float(selection.lidar(e[..., :feature_dim]))
+  out["lidar_z"] = float(selection.lidar(e[..., feature_dim:]))
+  return out
+
+
 def evaluate_encoder(cfg: Any, encode_fn: EncodeFn, *, random_encode_fn: EncodeFn | None = None,
-                     baselines: bool | None = None) -> dict[str, Any]:
+                     baselines: bool | None = None, view_cfgs: Sequence[Any] | None = None) -> dict[str, Any]:
   """kNN + linear probe of an encoder's backbone features r on train -> test, plus
   representation metrics of z and r on the test set, and (optionally) the raw-pixel and
   random-init baselines. Accuracies in percent.
@@ -272,6 +298,8 @@ def evaluate_encoder(cfg: Any, encode_fn: EncodeFn, *, random_encode_fn: EncodeF
     encode_fn: float images [B, H, W, C] in [0, 1] -> {"r": [B, F], "z": [B, D]}.
     random_encode_fn: the same network at random initialisation (the baseline).
     baselines: None reads `config.eval.baselines`.
+    view_cfgs: the run's augmentation; with it, the label-free criteria (RankMe, alpha-ReQ,
+      LiDAR; `label_free_criteria`) are reported too.
   """
   ec = cfg.eval
   baselines = ec.baselines if baselines is None else baselines
@@ -292,6 +320,9 @@ def evaluate_encoder(cfg: Any, encode_fn: EncodeFn, *, random_encode_fn: EncodeF
     ftr = extract_features(head_fn, xtr, batch_size=bs)
     fte = extract_features(head_fn, xte, batch_size=bs)
     res = evaluate_features(ftr[:, :fdim], ytr, fte[:, :fdim], yte, **opts)
+    if view_cfgs is not None:
+      res.update(label_free_criteria(fn, ftr, fdim, xtr, view_cfgs, num_images=ec.lidar_images,
+                                     num_views=ec.lidar_views, seed=int(cfg.seed)))
     n = min(len(fte), 5000)
     res.update({f"{k}_r": v for k, v in representation_metrics(fte[:n, :fdim], yte[:n]).items()})
     res.update({f"{k}_z": v for k, v in representation_metrics(fte[:n, fdim:], yte[:n]).items()})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 import time
 from typing import Any, Callable, Iterator, Mapping
 
@@ -74,6 +75,31 @@ def scalar_metrics(m: Mapping[str, Any]) -> dict[str, float]:
   return {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
 
 
+def collapse_alarm(rec: Mapping[str, Any], alarm: ml_collections.ConfigDict) -> str | None:
+  """Why a diagnostics record looks collapsed, or None.
+
+  RankMe of z [D] or r [F] below `min_rank_fraction_*` of the dimension (dimensional
+  collapse, Jing et al.), or the RMS norm of z below `min_norm_z` (a collapse to zero, which
+  the spectrum of normalised rows cannot see; Bao's analysis of the L2 loss).
+  """
+  reasons = []
+  for which in ("z", "r"):
+    rank, spec = rec.get(f"rankme_{which}"), rec.get(f"spectrum_{which}")
+    if rank is None or spec is None:
+      continue
+    floor = float(alarm[f"min_rank_fraction_{which}"]) * len(spec)
+    if not rank >= floor:
+      reasons.append(f"RankMe of {which} {rank:.2f} < {floor:.2f} ({alarm[f'min_rank_fraction_{which}']:g} of "
+                     f"{len(spec)} dims)")
+  norm = rec.get("norm_z")
+  if norm is not None and not norm >= float(alarm.min_norm_z):
+    reasons.append(f"norm of z {norm:.3g} < {float(alarm.min_norm_z):g}")
+  if not reasons:
+    return None
+  who = f"member {rec['member']}: " if "member" in rec else ""
+  return who + "; ".join(reasons)
+
+
 def run_loop(step_fn: Callable, state: Any, *, cfg: ml_collections.ConfigDict, workdir: str, start_step: int,
              make_iter: Callable[[int], Iterator], keys_for: Callable[[int], jax.Array],
              ckpt: ckpt_lib.Checkpointer, state_sharding: Any,
@@ -98,6 +124,7 @@ def run_loop(step_fn: Callable, state: Any, *, cfg: ml_collections.ConfigDict, w
     # Rollback needs somewhere to go back to, even from the first steps.
     ckpt.save(start_step, state, _meta(state, start_step))
   skipped = 0
+  alarm_cfg = cfg.train.collapse_alarm
   last: Any = {}
   t0, n0 = time.time(), start_step
   bar = logging_utils.progress(total, start_step)
@@ -139,12 +166,33 @@ def run_loop(step_fn: Callable, state: Any, *, cfg: ml_collections.ConfigDict, w
           dt = time.time() - t0
           ips = (step - n0) * batch_size / max(dt, 1e-9)
           t0, n0 = time.time(), step
-          recs = records_fn(m, step - 1, ips, (step - 1) % log_every == 0)
+          diag_step = (step - 1) % log_every == 0
+          recs = records_fn(m, step - 1, ips, diag_step)
+          alarms = []
+          if diag_step and alarm_cfg.policy != "off":
+            for rec in recs:
+              why = collapse_alarm(rec, alarm_cfg)
+              rec["collapse_alarm"] = float(why is not None)
+              if why:
+                alarms.append(why)
           for rec in recs:
             logger.write(rec)
           last = recs
           shown_erank = recs[0].get("effective_rank_z", shown_erank)   # last diagnostics step's value
-          bar.set_postfix(loss=f"{recs[0]['loss']:.4f}", erank=f"{shown_erank:.1f}", img_s=f"{ips:.0f}")
+          postfix = dict(loss=f"{recs[0]['loss']:.4f}", erank=f"{shown_erank:.1f}", img_s=f"{ips:.0f}")
+          if alarms:
+            postfix["COLLAPSE"] = alarms[0][:40]
+          bar.set_postfix(**postfix)
+          if alarms:
+            msg = f"collapse alarm at step {step - 1}: " + " | ".join(alarms)
+            print(f"\njaxssl: warning: {msg}", file=sys.stderr, flush=True)
+            if alarm_cfg.policy == "stop":
+              ckpt.save(step, state, _meta(state, step), force=True)
+              ckpt.wait()
+              raise NumericalError(
+                  f"{msg}. Training stopped (config.train.collapse_alarm.policy='stop'); the state after step "
+                  f"{step - 1} is checkpointed in {workdir}/checkpoints. Change the recipe (learning rate, weight "
+                  "decay, EMA rate), or set config.train.collapse_alarm.policy='warn' to train on.")
         bar.update(1)
         if step % ckpt_every == 0 or step == total:
           ckpt.save(step, state, _meta(state, step))

@@ -156,6 +156,30 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], x_key: str, y_keys: Sequence[s
   return _finish(fig, path, return_fig)
 
 
+def plot_criteria_vs_probe(rows: Sequence[Mapping[str, Any]], criteria: Sequence[str], path: str, *,
+                           probe_key: str = "linear_probe", rho: Mapping[str, float] | None = None,
+                           return_fig: bool = False):
+  """Each label-free criterion (x) against the linear probe (y), one panel each, one point per
+  sweep member labelled by its index; `rho` (Spearman's rank correlation) goes in the titles."""
+  n = len(criteria)
+  if not n:
+    raise ConfigError("plot_criteria_vs_probe needs at least one criterion")
+  fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+  for ax, key in zip(axes[0], criteria):
+    pts = [(_scalar(r.get(key)), _scalar(r.get(probe_key)), r.get("member")) for r in rows]
+    pts = [p for p in pts if p[0] is not None and p[1] is not None]
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts])
+    for x, y, m in pts:
+      ax.annotate(str(m), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=8)
+    r = (rho or {}).get(key)
+    ax.set_title(f"{key}: Spearman rho = {r:.2f}" if r is not None and np.isfinite(r) else key)
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"{probe_key} (%)")
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  return _finish(fig, path, return_fig)
+
+
 def plot_workdir(workdir: str) -> list[str]:
   """spectrum_z.png, spectrum_r.png (log-eigenvalue vs rank at several logged steps) and
   training_curves.png from a run's metrics.jsonl. Sweeps get one set per member."""

@@ -41,6 +41,7 @@ from jaxssl.errors import ConfigError
 # device count. Anything else would silently not be honoured (the restored state carries the
 # old hyperparameters) or would change the trajectory, so it is refused.
 RESUME_MUTABLE = ("train.num_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                  "train.collapse_alarm.",
                   "train.nonfinite_policy", "train.max_rollbacks", "train.rollback_lr_factor", "eval.",
                   "data.data_dir", "data.idx_dir", "mesh.num_devices")
 
@@ -102,7 +103,8 @@ def evaluate_state(cfg: ml_collections.ConfigDict, setup: state_lib.Setup, state
   if cfg.eval.baselines if baselines is None else baselines:
     _, random_state = state_lib.build(cfg, jax.random.PRNGKey(cfg.seed + 10_000))
     random_fn = encode_fn(setup, random_state)
-  res = eval_lib.evaluate_encoder(cfg, encode_fn(setup, state), random_encode_fn=random_fn, baselines=baselines)
+  res = eval_lib.evaluate_encoder(cfg, encode_fn(setup, state), random_encode_fn=random_fn, baselines=baselines,
+                                  view_cfgs=setup.view_cfgs)
   results = {"step": int(jax.device_get(state.step)), **res}
   try:
     with open(os.path.join(workdir, "eval.json"), "w") as f:
@@ -271,8 +273,17 @@ def _train_locked(cfg, workdir, *, resume, evaluate_at_end, members):
 
 
 def sweep(cfg: ml_collections.ConfigDict, specs_or_members: Sequence[str] | list[dict[str, float]],
-          workdir: str, *, resume: bool = False, evaluate_at_end: bool = True) -> dict[str, Any]:
-  """`jaxssl sweep`: trains the members (from --sweep specs, or given), then writes the summary."""
+          workdir: str, *, resume: bool = False, evaluate_at_end: bool = True,
+          select: str | None = None) -> dict[str, Any]:
+  """`jaxssl sweep`: trains the members (from --sweep specs, or given), then writes the summary.
+
+  With `select` (a key of `sweep.SELECTION_CRITERIA`: rankme, lidar, alpha_req or
+  linear_probe), also selection.json / selection.png, and summary.md ranked by it.
+  """
+  if select is not None and select not in sweep_lib.SELECTION_CRITERIA:
+    raise ConfigError(f"--select {select!r}; use one of {', '.join(sweep_lib.SELECTION_CRITERIA)}")
+  if select is not None and not evaluate_at_end:
+    raise ConfigError("--select needs the members' evaluation; drop --no-eval.")
   if specs_or_members and isinstance(specs_or_members[0], str):
     members = sweep_lib.members_from_sweep(cfg, sweep_lib.parse_sweep(list(specs_or_members)))
   else:
@@ -280,5 +291,10 @@ def sweep(cfg: ml_collections.ConfigDict, specs_or_members: Sequence[str] | list
   summary = train(cfg, workdir, resume=resume, evaluate_at_end=evaluate_at_end, members=members)
   summary["members"] = members
   if "interrupted" not in summary:
-    summary["summary_files"] = sweep_lib.write_summary(workdir, members, summary.get("member_results", []))
+    results = summary.get("member_results", [])
+    order = None
+    if select is not None and results:
+      summary["selection"] = sweep_lib.write_selection(workdir, results, select)
+      order = summary["selection"]["ranking"]
+    summary["summary_files"] = sweep_lib.write_summary(workdir, members, results, order=order)
   return summary

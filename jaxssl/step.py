@@ -28,6 +28,7 @@ from jaxssl import augment
 from jaxssl import diagnostics
 from jaxssl import optim
 from jaxssl import parallel
+from jaxssl import selection
 from jaxssl.methods import LossInputs, StepContext
 from jaxssl.state import Setup, TrainState, apply
 
@@ -46,13 +47,17 @@ def in_graph_diagnostics(z1: jax.Array, z2: jax.Array, r1: jax.Array) -> dict[st
       "effective_rank_r": diagnostics.effective_rank(eig_r),
       # The spectrum is of normalised rows: only the norm shows a collapse to zero (Bao).
       "norm_z": diagnostics.embedding_norm(z1),
+      # RankMe (Garrido et al.): the smooth rank of Z as produced, a label-free quality score.
+      "rankme_z": selection.rankme(z1),
+      "rankme_r": selection.rankme(r1),
       "alignment": diagnostics.alignment(z1, z2),
       # Wang & Isola / Wang & Liu report -L_unif: larger is more uniform.
       "uniformity": -diagnostics.uniformity(z1, t=2.0),
   }
 
 
-DIAGNOSTIC_KEYS = ("effective_rank_z", "effective_rank_r", "norm_z", "alignment", "uniformity")
+DIAGNOSTIC_KEYS = ("effective_rank_z", "effective_rank_r", "norm_z", "rankme_z", "rankme_r", "alignment",
+                   "uniformity")
 
 
 def make_train_step(setup: Setup) -> StepFn:

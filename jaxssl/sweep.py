@@ -281,8 +281,83 @@ def finish_members(cfg: ml_collections.ConfigDict, state: TrainState, members: l
   return results
 
 
-def write_summary(workdir: str, members: list[Member], results: list[dict[str, Any]]) -> list[str]:
-  """summary.csv, summary.md and plots of accuracy/uniformity/tolerance/effective rank vs the swept value."""
+# --sweep ... --select CRITERION: the results key it reads (the backbone features r, which
+# downstream tasks use) and whether larger is better. alpha-ReQ is best near 1 (Agrawal et al.).
+SELECTION_CRITERIA: dict[str, tuple[str, str]] = {
+    "rankme": ("rankme_r", "max"), "lidar": ("lidar_r", "max"), "alpha_req": ("alpha_req_r", "near_1"),
+    "linear_probe": ("linear_probe", "max")}
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+  """Spearman's rank correlation (average ranks for ties); NaN for fewer than 3 finite pairs."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  ok = np.isfinite(x) & np.isfinite(y)
+  if ok.sum() < 3:
+    return float("nan")
+  rx, ry = (_ranks(v[ok]) for v in (x, y))
+  if rx.std() == 0 or ry.std() == 0:
+    return float("nan")
+  return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+  order = np.argsort(v, kind="stable")
+  ranks = np.empty(len(v))
+  ranks[order] = np.arange(len(v), dtype=np.float64)
+  for value in np.unique(v):      # ties share their average rank
+    tie = v == value
+    ranks[tie] = ranks[tie].mean()
+  return ranks
+
+
+def select_member(results: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
+  """The member chosen by `criterion` and every member's criteria, best first.
+
+  Returns {"criterion", "key", "chosen_member", "ranking": [member, ...], "members": [...],
+  "spearman_vs_linear_probe": {criterion key: rho}}. Members without the criterion (a failed
+  evaluation) rank last.
+  """
+  if criterion not in SELECTION_CRITERIA:
+    raise ConfigError(f"--select {criterion!r}; use one of {', '.join(SELECTION_CRITERIA)}")
+  key, better = SELECTION_CRITERIA[criterion]
+  rows = []
+  for r in results:
+    model = r.get("model", {})
+    rows.append({"member": r["member"], "hparams": r["hparams"],
+                 **{k: model.get(k) for k, _ in SELECTION_CRITERIA.values()}})
+
+  def score(row):
+    v = row.get(key)
+    if v is None or not np.isfinite(v):
+      return -np.inf
+    return -abs(v - 1.0) if better == "near_1" else v
+  ranking = sorted(rows, key=score, reverse=True)
+  probe = [row.get("linear_probe") for row in rows]
+  rho = {k: spearman([row.get(k) if row.get(k) is not None else np.nan for row in rows],
+                     [p if p is not None else np.nan for p in probe])
+         for k, _ in SELECTION_CRITERIA.values() if k != "linear_probe"}
+  return {"criterion": criterion, "key": key, "chosen_member": ranking[0]["member"],
+          "ranking": [row["member"] for row in ranking], "members": rows, "spearman_vs_linear_probe": rho}
+
+
+def write_selection(workdir: str, results: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
+  """selection.json and selection.png (each label-free criterion vs the linear probe)."""
+  sel = select_member(results, criterion)
+  with open(os.path.join(workdir, "selection.json"), "w") as f:
+    json.dump(sel, f, indent=2)
+  keys = [k for k in sel["spearman_vs_linear_probe"] if any(row.get(k) is not None for row in sel["members"])]
+  if keys and any(row.get("linear_probe") is not None for row in sel["members"]):
+    plots.plot_criteria_vs_probe(sel["members"], keys, os.path.join(workdir, "selection.png"),
+                                 rho=sel["spearman_vs_linear_probe"])
+  return sel
+
+
+def write_summary(workdir: str, members: list[Member], results: list[dict[str, Any]],
+                  order: Sequence[int] | None = None) -> list[str]:
+  """summary.csv, summary.md and plots of accuracy/uniformity/tolerance/effective rank vs the swept value.
+
+  `order` (member indices, e.g. a selection's ranking) sets the row order of summary.md.
+  """
   rows = []
   for i, (m, r) in enumerate(zip(members, results)):
     row = {"member": i, **m}
@@ -300,7 +375,7 @@ def write_summary(workdir: str, members: list[Member], results: list[dict[str, A
     w.writerows(rows)
   with open(paths[1], "w") as f:
     f.write("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n")
-    for row in rows:
+    for row in ([rows[i] for i in order] if order is not None else rows):
       f.write("| " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |\n")
   swept = list(members[0].keys())
   if len(swept) == 1:

@@ -368,14 +368,14 @@ def test_errors_md_lists_every_tested_row():
 
 # --------------------------------------------------------------------------- edges (refused before compiling)
 
-def _cli(capsys, *argv):
+def _main(capsys, *argv):
   from jaxssl import cli
   code = cli.main(list(argv))
   return code, capsys.readouterr().err
 
 
 def test_error_unknown_config_variant(capsys, tmp_path):
-  code, err = _cli(capsys, "train", "--config", os.path.join(REPO, "experiments/configs/simclr.py:mnist"),
+  code, err = _main(capsys, "train", "--config", os.path.join(REPO, "experiments/configs/simclr.py:mnist"),
                    "--workdir", str(tmp_path / "w"))
   assert code == 2 and "unknown dataset 'mnist'" in err and "cifar10" in err and "Traceback" not in err
 
@@ -383,7 +383,7 @@ def test_error_unknown_config_variant(capsys, tmp_path):
 def test_error_config_file_syntax_error(capsys, tmp_path):
   bad = tmp_path / "bad.py"
   bad.write_text("def get_config(:\n  pass\n")
-  code, err = _cli(capsys, "train", "--config", str(bad), "--workdir", str(tmp_path / "w"))
+  code, err = _main(capsys, "train", "--config", str(bad), "--workdir", str(tmp_path / "w"))
   assert code == 2 and "syntax error at line 1" in err and str(bad) in err
 
 
@@ -422,7 +422,7 @@ def test_error_process_count_not_an_integer(monkeypatch):
 
 
 def test_error_plot_without_a_run(capsys, tmp_path):
-  code, err = _cli(capsys, "plot", "--workdir", str(tmp_path / "nosuch"))
+  code, err = _main(capsys, "plot", "--workdir", str(tmp_path / "nosuch"))
   assert code == 2 and "has no metrics.jsonl to plot" in err
 
 
@@ -443,7 +443,7 @@ def test_interrupt_outside_a_step_exits_130_with_a_message(capsys, monkeypatch, 
   def interrupted(*a, **k):
     raise KeyboardInterrupt
   monkeypatch.setattr(run, "train", interrupted)
-  code, err = _cli(capsys, "train", "--config", os.path.join(REPO, "experiments/configs/simclr.py"),
+  code, err = _main(capsys, "train", "--config", os.path.join(REPO, "experiments/configs/simclr.py"),
                    "--workdir", str(tmp_path))
   assert code == 130 and "continue with --resume" in err and "Traceback" not in err
 

@@ -82,3 +82,36 @@ def test_one_diverged_member_does_not_lose_the_others_evaluation(tmp_path, monke
   sweep.write_summary(str(tmp_path), members, results)
   md = open(tmp_path / "summary.md").read().splitlines()
   assert len(md) == 2 + 3 and "NaN or Inf" in md[3] and os.path.exists(tmp_path / "sweep.png")
+
+
+def test_select_ranks_members_by_a_label_free_criterion_and_reports_spearman(tmp_path):
+  """Hand-made member results: RankMe picks member 2, alpha-ReQ the one nearest 1, and the
+  Spearman rho equals scipy's."""
+  from scipy import stats
+  rankme = [10.0, 30.0, 50.0, 20.0]
+  alpha = [0.2, 0.9, 1.6, 1.05]
+  probe = [70.0, 80.0, 85.0, 75.0]
+  lidar = [5.0, 4.0, 6.0, 7.0]
+  results = [{"member": i, "hparams": {"optim.lr": 1e-3 * (i + 1)},
+              "model": {"rankme_r": rankme[i], "alpha_req_r": alpha[i], "lidar_r": lidar[i],
+                        "linear_probe": probe[i]}} for i in range(4)]
+  sel = sweep.write_selection(str(tmp_path), results, "rankme")
+  assert sel["chosen_member"] == 2 and sel["ranking"] == [2, 1, 3, 0]
+  assert sweep.select_member(results, "alpha_req")["ranking"] == [3, 1, 2, 0]   # |alpha - 1|: .05, .1, .6, .8
+  assert sweep.select_member(results, "lidar")["chosen_member"] == 3
+  for key, values in (("rankme_r", rankme), ("lidar_r", lidar), ("alpha_req_r", alpha)):
+    np.testing.assert_allclose(sel["spearman_vs_linear_probe"][key], stats.spearmanr(values, probe)[0])
+  assert json_load(tmp_path / "selection.json")["chosen_member"] == 2
+  assert os.path.exists(tmp_path / "selection.png")
+  members = [r["hparams"] for r in results]
+  sweep.write_summary(str(tmp_path), members, results, order=sel["ranking"])
+  rows = open(tmp_path / "summary.md").read().splitlines()[2:]
+  assert [int(r.split("|")[1]) for r in rows] == [2, 1, 3, 0]
+  with pytest.raises(ConfigError, match="--select 'bogus'"):
+    sweep.select_member(results, "bogus")
+
+
+def json_load(path):
+  import json
+  with open(path) as f:
+    return json.load(f)

@@ -116,3 +116,17 @@ def test_torch_reference_same_update_and_batch_statistics(cross_check):
   # Bessel's correction of torch's running variance: at most momentum * var / (n - 1), with
   # n = BATCH values per channel in the projector's BatchNorm1d (the fewest of any layer).
   assert d["max_abs_batch_stat_diff"] <= 1.5 * BN_MOMENTUM * d["max_abs_batch_stat"] / (BATCH - 1)
+
+
+def test_torch_reference_augmentation_makes_two_views_in_range():
+  # The torch augmentation draws its own random numbers, so only its output is checked.
+  cfg = _tiny.tiny_config("simclr", batch_size=BATCH)
+  view_cfgs = augment.preset(cfg.data.augment, int(cfg.data.image_size))
+  t, nn, F, defs = _torch_reference.torch_side()
+  trainer = _torch_reference.TorchTrainer(t, nn, F, defs, cfg, view_cfgs, 1, 10, t.device("cpu"), False, seed=0)
+  images = t.from_numpy(_common.synthetic_batches(1, BATCH, (28, 28, 1), 10, seed=0)[0]["image"])
+  v1, v2 = trainer.views(images)
+  for v, vcfg in zip((v1, v2), view_cfgs):
+    assert tuple(v.shape) == (BATCH, 1, *vcfg.output_size)
+    assert float(v.min()) >= 0.0 and float(v.max()) <= 1.0
+  assert not t.equal(v1, v2)

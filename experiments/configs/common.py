@@ -44,9 +44,15 @@ def base_config(method: str, dataset: str = "fashion_mnist") -> ml_collections.C
   c.train = ml_collections.ConfigDict(dict(
       num_steps=2000, log_every=100, checkpoint_every=500, keep_checkpoints=3,
       online_probe=True, probe_lr=1e-3, aug_stream=0, nonfinite_policy="stop", rollback_lr_factor=0.5,
-      max_rollbacks=5))
+      max_rollbacks=5,
+      # Label-free collapse alarm on diagnostics steps (jaxssl.loop.collapse_alarm): RankMe of z
+      # and r below a fraction of their dimension, or the RMS norm of z below a floor.
+      collapse_alarm=dict(policy="warn", min_rank_fraction_z=0.01, min_rank_fraction_r=0.01,
+                          min_norm_z=1e-4)))
   c.eval = ml_collections.ConfigDict(dict(at_end=True, knn_k=(20, 200), knn_temperature=0.1,
-                                          probe_epochs=100, batch_size=1024, baselines=True))
+                                          probe_epochs=100, batch_size=1024, baselines=True,
+                                          # label-free LiDAR: q augmented views of n training images
+                                          lidar_images=1000, lidar_views=8))
   c.mesh = ml_collections.ConfigDict(dict(
       num_devices=ml_collections.FieldReference(None, field_type=int),
       member_devices=1,   # sweeps: devices the member axis is sharded over (2-D mesh)
