@@ -12,13 +12,20 @@ import pytest
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
+# The blocked modules are found (so `importlib.util.find_spec`, which some libraries use to
+# probe, answers as for an installed package) but importing them raises ImportError.
 BLOCKER = textwrap.dedent("""
-    import importlib.abc, sys
+    import importlib.abc, importlib.machinery, sys
     BLOCKED = ("tensorflow", "tensorflow_datasets", "tensorboardX")
+    class _Refuse(importlib.abc.Loader):
+      def create_module(self, spec):
+        raise ImportError(f"{spec.name} is blocked: this test runs without TensorFlow")
+      def exec_module(self, module):
+        raise ImportError(f"{module.__name__} is blocked")
     class _Block(importlib.abc.MetaPathFinder):
       def find_spec(self, name, path, target=None):
         if name.split(".")[0] in BLOCKED:
-          raise ImportError(f"{name} is blocked: this test runs without TensorFlow")
+          return importlib.machinery.ModuleSpec(name, _Refuse())
         return None
     sys.meta_path.insert(0, _Block())
     """)
