@@ -92,3 +92,20 @@ def fmnist_cpu(c, steps=2000):
   c.train.checkpoint_every = max(1, steps // 4)
   c.eval.probe_epochs = 100
   return c
+
+
+def contrastive_recipe(c, dataset: str, expected: dict | None = None):
+  """The shared recipe of the InfoNCE-family configs: the CPU Fashion-MNIST default, or
+  SimCLR's LARS recipe (ImageNet: batch 4096, 100 epochs; CIFAR / STL-10: batch 256, 200
+  epochs) with `expected` = {dataset: expected linear top-1} where the paper gives one."""
+  if dataset == "fashion_mnist":
+    return fmnist_cpu(c)
+  if dataset == "imagenet2012":
+    lars(c, 0.3, 1e-6, 4096)
+    c.model.projector = dict(kind="mlp", hidden_dim=2048, out_dim=128, num_layers=2)
+    return set_epochs(c, 100)
+  lars(c, 0.4, 1e-5, 256)
+  c.model.projector = dict(kind="mlp", hidden_dim=2048, out_dim=256, num_layers=2)
+  if expected is not None:
+    c.expected_linear_top1 = expected[dataset]
+  return set_epochs(c, 200)

@@ -10,13 +10,4 @@ import common
 
 def get_config(dataset: str = "fashion_mnist"):
   c = common.base_config("simple", dataset)
-  if dataset == "fashion_mnist":
-    return common.fmnist_cpu(c)
-  if dataset == "imagenet2012":
-    common.lars(c, 0.3, 1e-6, 4096)
-    c.model.projector = dict(kind="mlp", hidden_dim=2048, out_dim=128, num_layers=2)
-    return common.set_epochs(c, 100)
-  common.lars(c, 0.4, 1e-5, 256)
-  c.model.projector = dict(kind="mlp", hidden_dim=2048, out_dim=256, num_layers=2)
-  c.expected_linear_top1 = {"cifar10": 74.83, "cifar100": None, "stl10": None}[dataset]
-  return common.set_epochs(c, 200)
+  return common.contrastive_recipe(c, dataset, {"cifar10": 74.83, "cifar100": None, "stl10": None})
