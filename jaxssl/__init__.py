@@ -4,3 +4,4 @@ diagnostics and exact simulators of SSL learning dynamics."""
 __version__ = "0.1.0"
 
 from jaxssl import errors  # noqa: F401
+from jaxssl.export import export_encoder, load_encoder, load_exported  # noqa: F401  (public API)

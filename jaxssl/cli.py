@@ -18,9 +18,11 @@ import sys
 
 from jaxssl import config as config_lib
 from jaxssl import evaluate
+from jaxssl import export as export_lib
 from jaxssl import parallel
 from jaxssl import plots
 from jaxssl import run
+from jaxssl import supervise
 from jaxssl.errors import ConfigError, JaxsslError
 
 
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="choose a member by a label-free criterion (or the linear probe): selection.json, "
                       "selection.png, summary.md ranked")
   _common(s)
+  x = sub.add_parser("export", help="write a run's trained network to one file (+ .json config) for downstream use")
+  x.add_argument("--workdir", required=True, help="the run directory (a sweep member: W/members/<i>)")
+  x.add_argument("--out", required=True, help="output file (flax msgpack); its config goes to OUT.json")
   return parser
 
 
@@ -66,10 +71,22 @@ def main(argv: list[str] | None = None) -> int:
   rest = [a for a in argv if not a.startswith("--config.")]
   args = build_parser().parse_args(rest)
   try:
+    supervision = _multi_process_ids(args)
+    if supervision is not None and not supervise.is_supervised_child():
+      return supervise.run_supervised(argv, *supervision, getattr(args, "workdir", None))
     return _run(args, overrides)
   except JaxsslError as e:
     print(f"jaxssl {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except Exception as e:
+    if not parallel.is_peer_failure(e):
+      raise
+    print(f"jaxssl {args.command}: error: {parallel.peer_failure_message(e)}",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # Skip JAX's shutdown barrier: it waits for the dead process and then aborts with a C++
+    # stack trace. Everything this process wrote is already on disk (checkpoints are atomic).
+    os._exit(parallel.PEER_FAILURE_EXIT_CODE)
   except KeyboardInterrupt:
     where = getattr(args, "workdir", None)
     print(f"\njaxssl {args.command}: interrupted. The last complete checkpoint in {where}/checkpoints is "
@@ -77,15 +94,50 @@ def main(argv: list[str] | None = None) -> int:
     return 130
 
 
+def end_of_run_summary(summary: dict, workdir: str) -> str:
+  """What a finished (or stopped) run says last: its step, final loss, ranks and files."""
+  last = summary.get("last") or {}
+  if isinstance(last, list):          # a sweep: one record per member
+    last = last[0] if len(last) == 1 else {}
+  parts = [f"step {summary.get('step')}"]
+  for key, fmt in (("loss", ".4f"), ("effective_rank_z", ".1f"), ("effective_rank_r", ".1f"),
+                   ("rankme_z", ".1f")):
+    if isinstance(last.get(key), (int, float)):
+      parts.append(f"{key} {last[key]:{fmt}}")
+  written = [name for name in ("checkpoints", "metrics.jsonl", "tensorboard", "config.json", "eval.json",
+                               "summary.md", "selection.json", "members")
+             if os.path.exists(os.path.join(workdir, name))]
+  state = f" (stopped by {summary['interrupted']})" if summary.get("interrupted") else ""
+  return f"finished{state}: {', '.join(parts)}. Written in {workdir}: {', '.join(written)}."
+
+
+def _multi_process_ids(args) -> tuple[int, int] | None:
+  """(process id, number of processes) of an explicitly multi-process command, else None."""
+  if args.command not in ("train", "sweep", "eval"):
+    return None
+  n = args.num_processes if args.num_processes is not None else (
+      parallel.env_int("JAXSSL_NUM_PROCESSES") if os.environ.get("JAXSSL_NUM_PROCESSES") else None)
+  pid = args.process_id if args.process_id is not None else (
+      parallel.env_int("JAXSSL_PROCESS_ID") if os.environ.get("JAXSSL_PROCESS_ID") else None)
+  for size, rank in (("SLURM_NTASKS", "SLURM_PROCID"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")):
+    if n is None and pid is None and os.environ.get(size) and os.environ.get(rank):  # auto-detected clusters
+      n, pid = parallel.env_int(size), parallel.env_int(rank)
+  if n is None or pid is None or n <= 1:
+    return None
+  return pid, n
+
+
 def _run(args, overrides) -> int:
   if args.command == "config":
     print(config_lib.describe_config(config_lib.load_config(args.config, overrides)))
     return 0
-  if args.command != "plot":
+  if args.command not in ("plot", "export"):
+    parallel.set_failure_workdir(getattr(args, "workdir", None))
     parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
   if args.command == "train":
     cfg = config_lib.load_config(args.config, overrides)
     summary = run.train(cfg, args.workdir, resume=args.resume, evaluate_at_end=False if args.no_eval else None)
+    print(end_of_run_summary(summary, args.workdir))
     if "eval" in summary:
       print(evaluate.format_results(summary["eval"]))
     return 0
@@ -105,10 +157,19 @@ def _run(args, overrides) -> int:
     for path in paths:
       print(path)
     return 0
+  if args.command == "export":
+    for path in export_lib.export_encoder(args.workdir, args.out):
+      print(path)
+    print("load it with: encode, variables = jaxssl.load_exported(OUT); r = encode(variables, images)")
+    return 0
   if args.command == "sweep":
     cfg = config_lib.load_config(args.config, overrides)
     out = run.sweep(cfg, args.sweep, args.workdir, resume=args.resume, evaluate_at_end=not args.no_eval,
                     select=args.select)
+    summary_md = os.path.join(args.workdir, "summary.md")
+    if os.path.exists(summary_md):
+      print(open(summary_md).read().rstrip())
+    print(end_of_run_summary(out, args.workdir))
     if "selection" in out:
       sel = out["selection"]
       print(f"selected member {sel['chosen_member']} by {sel['criterion']} ({sel['key']}): "

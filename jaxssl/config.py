@@ -132,9 +132,55 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Iterable[str]) ->
   return cfg
 
 
+# Fields a recipe sets in proportion to its train.num_steps: an override of num_steps alone
+# rescales them (a 300-step run of a 3000-step recipe logs, checkpoints and warms up in
+# the same proportions), unless they are overridden too.
+DERIVED_FROM_NUM_STEPS = {"train.log_every": 1, "train.checkpoint_every": 1, "optim.warmup_steps": 0}
+
+
+def _overridden_fields(overrides: Iterable[str]) -> set[str]:
+  fields = set()
+  for item in overrides:
+    item = item[2:] if item.startswith("--") else item
+    item = item[len("config."):] if item.startswith("config.") else item
+    fields.add(item.split("=", 1)[0])
+  return fields
+
+
+def rescale_derived_fields(cfg: ml_collections.ConfigDict, recipe_steps: int,
+                           explicit: set[str]) -> dict[str, tuple[int, int]]:
+  """Rescales DERIVED_FROM_NUM_STEPS by num_steps / recipe_steps, in place.
+
+  Each field not in `explicit` becomes max(minimum, round(value * num_steps / recipe_steps)).
+  Returns {field: (recipe value, new value)} of the fields that changed.
+  """
+  steps = cfg.train.num_steps
+  changed = {}
+  if not isinstance(steps, int) or not isinstance(recipe_steps, int) or steps == recipe_steps or recipe_steps <= 0:
+    return changed
+  for field, minimum in DERIVED_FROM_NUM_STEPS.items():
+    node, leaf = _resolve(cfg, field)
+    old = node[leaf]
+    if field in explicit or not isinstance(old, int) or isinstance(old, bool):
+      continue
+    new = max(minimum, round(old * steps / recipe_steps))
+    if new != old:
+      node[leaf] = new
+      changed[field] = (old, new)
+  return changed
+
+
 def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The config of `path` ("file.py[:variant]") with `overrides`, validated.
+
+  Overriding train.num_steps alone rescales DERIVED_FROM_NUM_STEPS (see
+  `rescale_derived_fields`); `jaxssl config` and `jaxssl train` print the result.
+  """
   cfg = _import_config_file(path)
+  recipe_steps = cfg.train.num_steps if "train" in cfg and "num_steps" in cfg.train else None
   apply_overrides(cfg, overrides)
+  if recipe_steps is not None:
+    rescale_derived_fields(cfg, recipe_steps, _overridden_fields(overrides))
   validate_config(cfg)
   return cfg
 

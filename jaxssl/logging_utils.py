@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import sys
 import warnings
 from typing import Any, Mapping
@@ -96,7 +97,8 @@ class MetricLogger:
   def write(self, record: Mapping[str, Any]) -> None:
     if not self.enabled:
       return
-    self._f.write(json.dumps(_jsonable(record)) + "\n")
+    # wall_time: seconds since the epoch when the record was written (JSONL only).
+    self._f.write(json.dumps({**_jsonable(record), "wall_time": round(time.time(), 3)}) + "\n")
     self._f.flush()
     if self._tb is not None:
       step = int(record["step"])

@@ -8,16 +8,24 @@ and `jax.shard_map` where collectives are written by hand (losses with `axis_nam
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax._src import distributed as jax_distributed  # the client handle: JAX has no public accessor
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxssl.errors import ConfigError
 
 DATA_AXIS = "data"
 MEMBER_AXIS = "member"
+
+# A process that stops sending heartbeats for this long is declared dead by the coordination
+# service (JAX's default is 100 s). The survivors' collectives fail at once when a peer's
+# sockets close; this bounds the wait to name the lost process and to shut down.
+HEARTBEAT_TIMEOUT_S = 10
+SHUTDOWN_TIMEOUT_S = 30
 
 
 def make_mesh(num_devices: int | None = None,
@@ -87,7 +95,8 @@ def host_to_global(local: Any, mesh: Mesh, axis: str | tuple[str, ...] = DATA_AX
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
 
 
-def _env_int(name: str) -> int:
+def env_int(name: str) -> int:
+  """An integer environment variable, or a ConfigError naming it."""
   text = os.environ[name]
   try:
     return int(text)
@@ -109,9 +118,9 @@ def initialize_distributed(coordinator_address: str | None = None,
   """
   coordinator_address = coordinator_address or os.environ.get("JAXSSL_COORDINATOR")
   if num_processes is None and os.environ.get("JAXSSL_NUM_PROCESSES"):
-    num_processes = _env_int("JAXSSL_NUM_PROCESSES")
+    num_processes = env_int("JAXSSL_NUM_PROCESSES")
   if process_id is None and os.environ.get("JAXSSL_PROCESS_ID"):
-    process_id = _env_int("JAXSSL_PROCESS_ID")
+    process_id = env_int("JAXSSL_PROCESS_ID")
   explicit = coordinator_address is not None or num_processes is not None or process_id is not None
   if explicit:
     if coordinator_address is None or num_processes is None or process_id is None:
@@ -125,12 +134,90 @@ def initialize_distributed(coordinator_address: str | None = None,
       return False
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id,
-                               local_device_ids=local_device_ids)
+                               local_device_ids=local_device_ids,
+                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+                               shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
     return True
   auto = ("SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1) or \
          ("TPU_WORKER_HOSTNAMES" in os.environ and "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")) or \
          ("OMPI_COMM_WORLD_SIZE" in os.environ and int(os.environ["OMPI_COMM_WORLD_SIZE"]) > 1)
   if auto:
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+                               shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
     return True
   return False
+
+
+# Where a failing run's checkpoints are, for the one-paragraph message (set by `jaxssl train`).
+_FAILURE_CONTEXT = {"workdir": None}
+PEER_FAILURE_EXIT_CODE = 3
+
+
+def set_failure_workdir(workdir: str | None) -> None:
+  """Names the workdir in the message printed if a peer process dies."""
+  _FAILURE_CONTEXT["workdir"] = workdir
+
+
+def failure_paragraph(me: int, n: int, lost: list[int] | None, cause: str) -> str:
+  """The message a survivor prints: who was lost, that the checkpoints are intact, --resume."""
+  who = (f"process {', '.join(map(str, lost))} of {n}" if lost else
+         f"another of the {n} processes (the coordination service could not say which yet)")
+  workdir = _FAILURE_CONTEXT["workdir"]
+  where = f"in {workdir}/checkpoints " if workdir else ""
+  return (f"process {me} lost contact with {who}: it died, was killed or its host failed ({cause}). "
+          f"The last complete checkpoint {where}is intact; start every process again with the same "
+          "command and --resume to continue.")
+
+
+_PEER_FAILURE_MARKERS = ("gloo", "connection reset", "connection closed", "socket closed", "unavailable",
+                         "heartbeat", "coordination service", "barrier", "deadline exceeded", "nccl")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+  """Whether `error` is a collective or coordination failure in a multi-process run.
+
+  These are what a process sees when another process of the run dies: Gloo/NCCL
+  all-reduce errors and coordination-service errors, raised as `JaxRuntimeError`.
+  """
+  if jax.process_count() <= 1 or not isinstance(error, jax.errors.JaxRuntimeError):
+    return False
+  text = str(error).lower()
+  return any(marker in text for marker in _PEER_FAILURE_MARKERS)
+
+
+def lost_processes(timeout_s: float = 2.0) -> list[int] | None:
+  """The process ids that are gone, or None if that cannot be told at once.
+
+  With two processes the lost one is the other. With more, the coordination service's
+  live-node list is asked once (in a daemon thread, at most `timeout_s`); it only shrinks
+  after `HEARTBEAT_TIMEOUT_S`, and waiting that long would race JAX's own abort, so an
+  early answer may be None. If the coordinator (process 0) is unreachable, returns [0].
+  """
+  n, me = jax.process_count(), jax.process_index()
+  if n == 2:
+    return [1 - me]
+  client = jax_distributed.global_state.client
+  if client is None:
+    return None
+  everyone = list(range(n))
+  answer: dict[str, Any] = {}
+
+  def poll():
+    try:
+      answer["live"] = client.get_live_nodes(everyone)
+    except Exception as e:  # noqa: BLE001 - the coordinator is unreachable
+      answer["error"] = e
+
+  thread = threading.Thread(target=poll, daemon=True)
+  thread.start()
+  thread.join(timeout_s)
+  if "error" in answer:
+    return [0] if me != 0 else None
+  lost = sorted(set(everyone) - set(answer.get("live", everyone)))
+  return lost or None
+
+
+def peer_failure_message(error: BaseException) -> str:
+  """One paragraph for a survivor of a collective failure: who was lost, how to continue."""
+  first_line = str(error).strip().splitlines()[0][:300]
+  return failure_paragraph(jax.process_index(), jax.process_count(), lost_processes(), first_line)

@@ -27,6 +27,7 @@ from jaxssl import checkpoint as ckpt_lib
 from jaxssl import config as config_lib
 from jaxssl import data as data_lib
 from jaxssl import evaluate as eval_lib
+from jaxssl import export as export_lib
 from jaxssl import loop as loop_lib
 from jaxssl import parallel
 from jaxssl import plots
@@ -62,6 +63,15 @@ def check_resume_config(workdir: str, cfg: ml_collections.ConfigDict) -> None:
     return
   with open(path) as f:
     old = _flat(json.load(f))
+  new = _flat(json.loads(config_lib.to_json(cfg)))
+  # Extending a run (--resume --config.train.num_steps=N) rescales the recipe's derived fields;
+  # the warm-up already happened, so the run keeps its own value of those it cannot change.
+  for field in config_lib.DERIVED_FROM_NUM_STEPS:
+    mutable = any(field == m or (m.endswith(".") and field.startswith(m)) for m in RESUME_MUTABLE)
+    if not mutable and field in old and old[field] != new.get(field):
+      config_lib.set_field(cfg, field, old[field])
+      loop_lib.log(f"--resume: keeping the run's config.{field}={old[field]!r} (not {new.get(field)!r}); "
+                   "it cannot change mid-run.")
   new = _flat(json.loads(config_lib.to_json(cfg)))
   changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
              and not any(k == m or (m.endswith(".") and k.startswith(m)) for m in RESUME_MUTABLE)]
@@ -115,33 +125,9 @@ def evaluate_state(cfg: ml_collections.ConfigDict, setup: state_lib.Setup, state
   return results
 
 
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, state_lib.Setup, state_lib.TrainState]:
-  """(cfg, setup, state) of the latest complete checkpoint in `workdir`."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isdir(workdir):
-    raise ConfigError(f"--workdir {workdir!r} does not exist; pass the --workdir of a `jaxssl train` run.")
-  if os.path.exists(os.path.join(workdir, "members.json")):
-    n = len(json.load(open(os.path.join(workdir, "members.json"))))
-    raise ConfigError(f"{workdir!r} is a sweep directory; evaluate one member at a time: "
-                      f"--workdir {os.path.join(workdir, 'members', '<i>')} with <i> in 0..{n - 1} "
-                      "(each member is evaluated at the end of the sweep; see summary.md).")
-  if not os.path.exists(path):
-    raise ConfigError(f"{workdir!r} is not a jaxssl run directory (no config.json); "
-                      "pass the --workdir of a `jaxssl train` run.")
-  with open(path) as f:
-    cfg = config_lib.from_json(f.read())
-  setup, state = state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                             fingerprint=ckpt_lib.fingerprint(cfg, state))
-  restored = ck.restore_latest(state)
-  if restored is None:
-    raise ConfigError(f"no complete checkpoint in {workdir}/checkpoints to evaluate.")
-  return cfg, setup, restored[0]
-
-
 def evaluate_workdir(workdir: str, *, baselines: bool | None = None) -> dict[str, Any]:
   """`jaxssl eval`: evaluates the latest checkpoint of a run directory."""
-  cfg, setup, state = load_run(workdir)
+  cfg, setup, state = export_lib.load_run(workdir)
   return evaluate_state(cfg, setup, state, workdir, baselines=baselines)
 
 
@@ -223,6 +209,9 @@ def _train_locked(cfg, workdir, *, resume, evaluate_at_end, members):
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints,
                                fingerprint=ckpt_lib.fingerprint(cfg, state))
   start_step = 0
+  loop_lib.log(f"train.num_steps={cfg.train.num_steps}: train.log_every={cfg.train.log_every}, "
+               f"train.checkpoint_every={cfg.train.checkpoint_every}, "
+               f"optim.warmup_steps={cfg.optim.warmup_steps} (scaled with num_steps unless set)")
   if resume:
     restored = ckpt.restore_latest(state)
     if restored is None:

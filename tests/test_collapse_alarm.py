@@ -30,6 +30,7 @@ def test_alarm_rule_on_hand_made_records():
   assert loop.collapse_alarm({"step": 1, "loss": 1.0}, ALARM) is None          # not a diagnostics record
 
 
+@pytest.mark.slow
 def test_in_graph_rankme_equals_a_numpy_svd_of_the_same_embeddings():
   import jax
   from jaxssl import augment, state as state_lib, step as step_lib

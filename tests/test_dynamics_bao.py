@@ -62,6 +62,7 @@ def test_weight_decay_only_reparametrises_time_for_cosine():
   np.testing.assert_allclose(bao.reparametrised_time(2.0, 0.0), 2.0)
 
 
+@pytest.mark.slow
 def test_matrix_flow_norms_decay_exactly_as_exp_minus_2rho_t():
   """PAPERS.md F, exact: the cosine loss is scale-invariant in Φ and Ψ, so ‖Φ‖² and ‖Ψ‖²
   decay as e^{−2ρt} under gradient flow (for any sample); ρ = 0 conserves the trace."""
@@ -110,6 +111,7 @@ def test_cosine_eigenmode_ode_matches_trained_network():
   assert float(jnp.max(jnp.abs(p_ode[-1] - jnp.sort(P0)))) > 0.1
 
 
+@pytest.mark.slow
 def test_paper_simulation_l2_collapses_cosine_does_not():
   """PAPERS.md F: d = 32, h = 16, σ² = 0.3, batch 1024, ρ = 0.3 (> 0.192), lr 0.05.
   L2: ‖Φ‖ → 1e-18; cosine: ‖Φ‖ → ≈ 0.21 with participation ratio ≈ 15.5 of 16."""

@@ -146,6 +146,7 @@ def _cosine_network_vs_ode(d_out, d_in, lr, steps, batch_size):
   return errs
 
 
+@pytest.mark.slow
 def test_toy_network_cosine_matches_ode():
   """The cosine ODEs assume concentrated norms (exact as d → ∞). At d_out = 40 the
   network's eigenvalues follow them to a few % (at d_out = 10: ~25 %, at 80: ~2 %,

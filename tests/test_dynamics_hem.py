@@ -23,7 +23,7 @@ def _check(out, names, m, d):
 
 
 @pytest.mark.parametrize("names", [("info_nce", "nt_xent", "dcl"),
-                                   ("dhel", "dhel_paper", "kcl")])
+                                   pytest.param(("dhel", "dhel_paper", "kcl"), marks=pytest.mark.slow)])
 def test_simplex_for_m_at_most_d_plus_1(names):
   """M ≤ d+1: u_i = v_i and every off-diagonal Gram entry is −1/(M−1), for every loss."""
   m, d = 4, 3
@@ -34,6 +34,7 @@ def test_simplex_for_m_at_most_d_plus_1(names):
   np.testing.assert_allclose(off, -1.0 / (m - 1), atol=GRAM_TOL)
 
 
+@pytest.mark.slow
 def test_cross_polytope_for_m_equal_2d():
   """M = 2d: the cross-polytope ±e_k (entries 0, and one −1 per row)."""
   names, m, d = ("info_nce", "kcl"), 6, 3
@@ -44,6 +45,7 @@ def test_cross_polytope_for_m_equal_2d():
                              atol=GRAM_TOL)
 
 
+@pytest.mark.slow
 def test_regular_polygon_in_two_dimensions():
   """d = 2: the regular M-gon, Gram entries cos(2πk/M)."""
   names, m, d = ("info_nce", "kcl"), 5, 2
@@ -63,6 +65,7 @@ def test_icosahedron_for_m12_d3_at_tau_01():
   np.testing.assert_allclose(np.sort(g, axis=1), np.tile(want, (m, 1)), atol=GRAM_TOL)
 
 
+@pytest.mark.slow
 def test_kcl_is_batch_size_independent_infonce_grows_like_log_m():
   """d = 16, M ∈ {8, 32, 128, 512}: mean KCL loss 0.52 ± 0.01 at every M (it is an
   unbiased U-statistic of the M-independent population value); InfoNCE grows ≈ log M."""

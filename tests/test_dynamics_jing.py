@@ -51,6 +51,7 @@ def test_bad_sizes_fail_early():
     jing.simulate_case2(jax.random.PRNGKey(0), batch=200, n_data=100)
 
 
+@pytest.mark.slow
 def test_case1_collapse_grows_with_noise_and_matches_paper():
   # One seed, the full official schedule (10 000 steps), all five noise levels, one call.
   out = jing.case1_sweep(NOISES, seeds=(0,), log_every=2000)

@@ -19,8 +19,10 @@ import pytest
 from jaxssl import checkpoint as ckpt_lib
 from jaxssl import config as config_lib
 from jaxssl import data as data_lib
-from jaxssl import evaluate, losses, parallel, run
+from jaxssl import evaluate, losses, parallel, run, supervise
+from jaxssl import export as export_lib
 from jaxssl import state as state_lib
+from jaxssl.data import tfds_source
 from jaxssl import step as step_lib
 from jaxssl.errors import CheckpointError, ConfigError, DataError, NumericalError
 from _tiny import random_batch, tiny_config
@@ -69,7 +71,7 @@ class _SignalAt:
 # --------------------------------------------------------------------------- pre-emption / resume
 
 @needs_fmnist
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_signal_checkpoints_and_resume_is_bitwise_identical(tmp_path, monkeypatch, capsys, signum):
   cfg = tiny_config("byol", steps=6, **{"train.checkpoint_every": 4})
   ref = run.train(cfg, str(tmp_path / "ref"))
@@ -89,6 +91,7 @@ def test_signal_checkpoints_and_resume_is_bitwise_identical(tmp_path, monkeypatc
   assert steps == sorted(set(steps))
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_corrupt_latest_checkpoint_falls_back_with_warning_and_stays_exact(tmp_path):
   cfg = tiny_config("simclr", steps=4, **{"train.checkpoint_every": 2})
@@ -125,10 +128,11 @@ def _env(**extra):
   return env
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
   steps = 300
-  overrides = [f"--config.train.num_steps={steps}", "--config.train.checkpoint_every=20",
+  overrides = [f"--config.train.num_steps={steps}", "--config.train.checkpoint_every=20", "--config.optim.warmup_steps=1",
                "--config.train.log_every=50"]
   wd = tmp_path / "run"
   cmd = _cli("train", "--config", os.path.join(REPO, "tests", "tiny_config.py:simclr"), *overrides,
@@ -219,6 +223,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_two_processes_match_one_process(tmp_path):
   """2 processes x 4 CPU devices (localhost coordinator, gloo) == 1 process x 8 devices."""
@@ -243,6 +248,53 @@ def test_two_processes_match_one_process(tmp_path):
   assert meta["step"] == 3
   for a, b in zip(_leaves(state.params), _leaves(ref["state"].params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_fmnist
+@pytest.mark.parametrize("victim", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_killed_process_survivor_exits_with_message(tmp_path, victim):
+  """kill -9 one of two processes: the other exits within 30 s naming it, and --resume continues."""
+  port = _free_port()
+  workdir = str(tmp_path / "mh")
+  env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+
+  def launch(pid, steps, *extra):
+    cmd = _cli("train", "--config", os.path.join(REPO, "tests", "tiny_config.py:simclr"),
+               f"--config.train.num_steps={steps}", "--config.train.checkpoint_every=2", "--workdir", workdir,
+               "--no-eval", "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(pid),
+               *extra)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+  procs = [launch(pid, 100000) for pid in range(2)]
+  deadline = time.time() + 300
+  while not os.path.isdir(os.path.join(workdir, "checkpoints", "2")) and time.time() < deadline:
+    assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
+    time.sleep(0.2)
+  procs[victim].kill()
+  killed_at = time.time()
+  survivor = procs[1 - victim]
+  out = survivor.communicate(timeout=60)[0]
+  elapsed = time.time() - killed_at
+  procs[victim].wait()
+  assert survivor.returncode == parallel.PEER_FAILURE_EXIT_CODE, out[-3000:]
+  assert elapsed < 30, elapsed
+  assert f"lost contact with process {victim} of 2" in out and "--resume" in out, out[-3000:]
+  assert "Traceback" not in out and " @     0x" not in out, out[-3000:]
+  if victim == 1:   # the run continues from the intact checkpoint on both processes
+    port = _free_port()
+    resumed = [launch(pid, 4, "--resume") for pid in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in resumed]
+    assert [p.returncode for p in resumed] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))
+
+
+def test_lost_process_parsed_from_coordination_errors():
+  heartbeat = ("UNAVAILABLE: The following tasks are unhealthy (stopped sending heartbeats):\n3\n"
+               "The tasks have crashed.")
+  leader = "UNAVAILABLE: Failed to send RPC to coordination service. Either the leader task was preempted"
+  assert supervise.lost_from_coordination_error(heartbeat) == [3]
+  assert supervise.lost_from_coordination_error(leader) == [0]
+  assert supervise.lost_from_coordination_error("something else") is None
 
 
 def test_initialize_distributed_needs_all_three_settings(monkeypatch):
@@ -430,7 +482,7 @@ def test_error_eval_or_resume_of_a_sweep_directory(tmp_path):
   (tmp_path / "members.json").write_text(json.dumps([{"optim.lr": 1e-3}, {"optim.lr": 2e-3}]))
   (tmp_path / "config.json").write_text(config_lib.to_json(tiny_config("simclr")))
   with pytest.raises(ConfigError, match=r"is a sweep directory; evaluate one member at a time.*members/<i>"):
-    run.load_run(str(tmp_path))
+    export_lib.load_run(str(tmp_path))
   from jaxssl import sweep
   with pytest.raises(ConfigError, match=r"started with \[\{'optim.lr': 0.001\}"):
     sweep.check_resume_members(str(tmp_path), [{"optim.lr": 5e-3}, {"optim.lr": 6e-3}])
@@ -500,6 +552,7 @@ def test_overflowing_gradient_norm_stops_the_run(tmp_path):
     run.train(cfg, str(tmp_path))
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_eval_at_end_is_read_from_the_config(tmp_path):
   """The CLI used to evaluate unless --no-eval, whatever config.eval.at_end said."""
@@ -513,3 +566,51 @@ def test_eval_at_end_is_read_from_the_config(tmp_path):
     wd = tmp_path / f"run_{at_end}"
     assert cli.main(["train", "--config", str(cfg_file), "--workdir", str(wd)]) == 0
     assert os.path.exists(wd / "eval.json") == at_end
+
+
+def test_tfds_dataset_offline_fails_fast_and_leaves_nothing(tmp_path, monkeypatch):
+  pytest.importorskip("tensorflow_datasets")
+  monkeypatch.setattr(tfds_source, "can_download", lambda: False)   # CI may have internet to registries
+  data_dir = str(tmp_path / "tensorflow_datasets")
+  t0 = time.time()
+  with pytest.raises(DataError, match=r"'cifar10' is not prepared in .*tensorflow_datasets and this machine is "
+                                      r"offline.*tfds build cifar10 --data_dir DIR"):
+    tfds_source.prepare_builder("cifar10", data_dir)
+  assert time.time() - t0 < 30
+  assert not os.path.exists(data_dir), list(os.walk(data_dir))
+
+
+def test_download_probe_says_offline_without_network(monkeypatch):
+
+  def refuse(*a, **k):
+    raise OSError("network unreachable")
+  monkeypatch.setattr(tfds_source.socket, "create_connection", refuse)
+  assert tfds_source.can_download() is False
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_two_sigints_20ms_apart_leave_a_clean_resumable_workdir(tmp_path):
+  workdir = tmp_path / "run"
+  cmd = _cli("train", "--config", os.path.join(REPO, "tests", "tiny_config.py:simclr"),
+             "--config.train.num_steps=100000", "--config.train.checkpoint_every=3", "--workdir", str(workdir),
+             "--no-eval")
+  proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 300
+  while not os.path.isdir(workdir / "checkpoints" / "3") and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGINT)
+  time.sleep(0.02)
+  proc.send_signal(signal.SIGINT)
+  out = proc.communicate(timeout=120)[0]
+  assert proc.returncode in (0, 130), out[-3000:]
+  for bad in ("Traceback", "cannot schedule new futures", "Event loop is closed"):
+    assert bad not in out, out[-3000:]
+  assert "--resume" in out, out[-3000:]
+  leftovers = [d for d in os.listdir(workdir / "checkpoints") if "tmp" in d]
+  assert not leftovers, leftovers
+  steps = ckpt_lib.Checkpointer(str(workdir / "checkpoints")).all_steps()
+  assert steps and min(steps) >= 3
+  resumed = run.train(tiny_config("simclr", steps=max(steps) + 1), str(workdir), resume=True,
+                      evaluate_at_end=False)
+  assert resumed["step"] == max(steps) + 1

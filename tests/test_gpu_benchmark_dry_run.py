@@ -54,6 +54,7 @@ def dry_run(tmp_path_factory):
   return proc, results, out
 
 
+@pytest.mark.slow
 def test_exits_zero_and_writes_its_files(dry_run):
   proc, results, out = dry_run
   assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]

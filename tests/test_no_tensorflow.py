@@ -49,6 +49,7 @@ TINY_CONFIG = textwrap.dedent("""
     """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(FMNIST), reason="dataset-fashion-mnist not installed")
 def test_train_eval_and_sweep_without_tensorflow(tmp_path):
   cfg_file = tmp_path / "tiny_simclr.py"

@@ -30,6 +30,7 @@ def test_notebook_is_stored_without_outputs():
 
 @pytest.mark.skipif(not os.path.exists(FMNIST) and not os.environ.get("JAXSSL_FMNIST_DIR"),
                     reason="dataset-fashion-mnist not installed")
+@pytest.mark.slow
 def test_quickstart_notebook_runs_in_tiny_mode(tmp_path, monkeypatch):
   # The kernel inherits this process's environment (JAX_PLATFORMS, XLA_FLAGS with 8
   # simulated devices and the shared JAXSSL_DATA_DIR cache from conftest).

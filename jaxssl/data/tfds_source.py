@@ -15,6 +15,7 @@ only when one of these datasets is read; without them the error says
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, Iterator
 
 import numpy as np
@@ -113,29 +114,83 @@ def tf_center_square(tf: Any, encoded_or_image: Any, size: int) -> Any:
 
 # ----------------------------------------------------------------------------- builders
 
+# tfds fetches its files from these hosts; one short connect tells "offline" in seconds,
+# where tfds itself retries for minutes.
+DOWNLOAD_PROBE_HOSTS = (("storage.googleapis.com", 443), ("www.cs.toronto.edu", 443))
+PROBE_TIMEOUT_S = 3.0
+
+
+def can_download() -> bool:
+  """Whether a download host answers within PROBE_TIMEOUT_S."""
+  for host, port in DOWNLOAD_PROBE_HOSTS:
+    try:
+      with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+        return True
+    except OSError:
+      continue
+  return False
+
+
+def _directory_snapshot(root: str) -> set[str]:
+  if not os.path.isdir(root):
+    return set()
+  return {dirpath for dirpath, _, _ in os.walk(root)}
+
+
+def _remove_new_empty_dirs(root: str, before: set[str]) -> None:
+  """Removes the empty directories under (and including) root that `before` did not have."""
+  if not os.path.isdir(root):
+    return
+  for dirpath, _, _ in sorted(os.walk(root, topdown=False), key=lambda t: -len(t[0])):
+    if dirpath not in before:
+      try:
+        os.rmdir(dirpath)        # only succeeds when empty: partial downloads are never deleted
+      except OSError:
+        pass
+
+
+def _not_prepared_fix(name: str, data_dir: str) -> str:
+  if name == "imagenet2012":
+    return (f"ImageNet must be downloaded by hand: put ILSVRC2012_img_train.tar and "
+            f"ILSVRC2012_img_val.tar in {os.path.join(data_dir, 'downloads', 'manual')} and run again "
+            "(see https://www.tensorflow.org/datasets/catalog/imagenet2012).")
+  return (f"tfds downloads {name} on first use, which needs internet. Prepare it where there is "
+          f"internet (`tfds build {name} --data_dir DIR`) and copy DIR/{name} into {data_dir}, or "
+          "point config.data.data_dir / $JAXSSL_DATA_DIR at a directory that has it.")
+
+
 def prepare_builder(name: str, data_dir: str) -> Any:
-  """tfds builder of `name` in data_dir, prepared (downloaded) if needed; DataError with
-  instructions when that is impossible (offline, ImageNet's manual download)."""
+  """tfds builder of `name` in data_dir, prepared (downloaded) if needed.
+
+  Raises DataError with instructions, within seconds, when that is impossible: offline
+  (no download host answers) or ImageNet's manual download missing. Directories that the
+  attempt created and left empty are removed, so a failed start leaves nothing behind.
+  """
   tfds = tfds_module()
+  before = _directory_snapshot(data_dir)
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except Exception as e:  # noqa: BLE001 - tfds raises many types here
-    raise DataError(f"tfds cannot build dataset {name!r} in {data_dir}: {type(e).__name__}: {e}") from None
-  try:
-    builder.download_and_prepare()
-  except Exception as e:  # noqa: BLE001
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if name == "imagenet2012":
-      fix = (f"ImageNet must be downloaded by hand: put ILSVRC2012_img_train.tar and "
-             f"ILSVRC2012_img_val.tar in {os.path.join(data_dir, 'downloads', 'manual')} and run again "
-             "(see https://www.tensorflow.org/datasets/catalog/imagenet2012).")
-    else:
-      fix = (f"tfds downloads {name} on first use, which needs internet. Prepare it where there is "
-             f"internet (`tfds build {name} --data_dir DIR`) and copy DIR/{name} into {data_dir}, or "
-             "point data_dir / $JAXSSL_DATA_DIR at a directory that has it.")
-    raise DataError(f"dataset {name!r} is not prepared in {data_dir} and preparing it failed "
-                    f"({type(e).__name__}: {msg}). {fix}") from None
-  return builder
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # noqa: BLE001 - tfds raises many types here
+      raise DataError(f"tfds cannot build dataset {name!r} in {data_dir}: {type(e).__name__}: {e}") from None
+    if builder.is_prepared():
+      return builder
+    # Under tfds.testing.mock_data, download_and_prepare is a no-op: nothing to download.
+    mocked = "mock" in getattr(type(builder).download_and_prepare, "__qualname__", "")
+    if name != "imagenet2012" and not mocked and not can_download():
+      hosts = ", ".join(h for h, _ in DOWNLOAD_PROBE_HOSTS)
+      raise DataError(f"dataset {name!r} is not prepared in {data_dir} and this machine is offline "
+                      f"(none of {hosts} answered in {PROBE_TIMEOUT_S:g} s). {_not_prepared_fix(name, data_dir)}")
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # noqa: BLE001
+      msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise DataError(f"dataset {name!r} is not prepared in {data_dir} and preparing it failed "
+                      f"({type(e).__name__}: {msg}). {_not_prepared_fix(name, data_dir)}") from None
+    return builder
+  except DataError:
+    _remove_new_empty_dirs(data_dir, before)
+    raise
 
 
 def _corrupt_message(what: str, data_dir: str, name: str, e: Any) -> str:
@@ -247,5 +302,5 @@ class StreamSource:
     return gen()
 
 
-__all__ = ["tfds_module", "tf_module", "cache_token", "decode_fixed", "tf_center_square", "prepare_builder",
+__all__ = ["tfds_module", "tf_module", "cache_token", "decode_fixed", "tf_center_square", "prepare_builder", "can_download",
            "read_split", "StreamSource"]
