@@ -48,6 +48,7 @@ def test_in_graph_rankme_equals_a_numpy_svd_of_the_same_embeddings():
     np.testing.assert_allclose(float(metrics[f"rankme_{which}"]), np.exp(-np.sum(p * np.log(p))), rtol=1e-4)
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_collapsing_config_triggers_the_alarm_and_a_healthy_one_does_not(tmp_path, capsys):
   """BYOL's L2 loss with a large (AdamW) weight decay collapses z to a constant vector within a

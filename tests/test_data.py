@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxssl.data import tfds_source
 from jaxssl import data, parallel
 from jaxssl.data import fashion_mnist as fm
 from jaxssl.errors import ConfigError, DataError
@@ -573,6 +574,8 @@ def test_offline_download_failure_is_a_data_error(tfds, tmp_path, monkeypatch):
   def fail(self, *a, **k):
     raise ConnectionError("no internet")
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fail)
+  # The probe answers (a host is reachable) but the download itself fails.
+  monkeypatch.setattr(tfds_source, "can_download", lambda: True)
   with pytest.raises(DataError, match="not prepared in .* no internet.*tfds build cifar10"):
     data.load_arrays("cifar10", "train", data_dir=str(tmp_path))
   with pytest.raises(DataError, match="downloaded by hand.*downloads/manual"):

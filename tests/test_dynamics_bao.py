@@ -138,6 +138,7 @@ def test_paper_simulation_l2_collapses_cosine_does_not():
   assert bool(jnp.all(bao.regime(n_cos[-1], P, 0.3, SIGMA2) == 2))
 
 
+@pytest.mark.slow
 def test_quasi_static_equilibria_and_regimes():
   rho, h = 0.3, 16
   n_phi = jnp.array([0.2, 0.5, 0.8, 1.0])
@@ -179,6 +180,7 @@ def test_quasi_static_equilibria_and_regimes():
                                 np.where(np.linspace(0.1, 1.5, 15) <= 0.8006, 2, 0))
 
 
+@pytest.mark.slow
 def test_phase_diagram_vmapped_l2_threshold_vs_cosine():
   """(ρ × σ²) grid of trained networks in one call: L2 collapses exactly above
   1/(4(1+σ²)); the cosine loss never collapses and stays isotropic."""

@@ -22,7 +22,7 @@ def _check(out, names, m, d):
     assert float(out.grad_norm[i, 0, 0]) < 1e-2, name
 
 
-@pytest.mark.parametrize("names", [("info_nce", "nt_xent", "dcl"),
+@pytest.mark.parametrize("names", [pytest.param(("info_nce", "nt_xent", "dcl"), marks=pytest.mark.slow),
                                    pytest.param(("dhel", "dhel_paper", "kcl"), marks=pytest.mark.slow)])
 def test_simplex_for_m_at_most_d_plus_1(names):
   """M ≤ d+1: u_i = v_i and every off-diagonal Gram entry is −1/(M−1), for every loss."""
@@ -55,6 +55,7 @@ def test_regular_polygon_in_two_dimensions():
   np.testing.assert_allclose(np.diff(angles), 2 * np.pi / m, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_icosahedron_for_m12_d3_at_tau_01():
   """M = 12, d = 3, τ = 0.1: the icosahedron, entries ±1/√5 (five each per row) and −1."""
   m, d = 12, 3

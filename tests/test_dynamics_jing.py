@@ -91,6 +91,7 @@ def _check_case2(out):
   assert float(c0) < 0.6  # at init it is not
 
 
+@pytest.mark.slow
 def test_case2_implicit_regularisation():
   out = jing.simulate_case2(jax.random.PRNGKey(0), log_every=1000)
   assert out["log_eig"].shape == (11, 16)

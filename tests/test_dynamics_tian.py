@@ -61,6 +61,7 @@ def test_phase_diagram_matches_closed_form_away_from_boundary():
   assert (sim == theory).mean() > 0.98
 
 
+@pytest.mark.slow
 def test_matrix_flow_invariant_decays_exactly():
   eta = 0.05
   state = tian.init_state(jax.random.PRNGKey(0), N_IN, N_MODES, scale=0.8)

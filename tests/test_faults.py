@@ -251,7 +251,8 @@ def test_two_processes_match_one_process(tmp_path):
 
 
 @needs_fmnist
-@pytest.mark.parametrize("victim", [0, pytest.param(1, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [0, 1])
 def test_killed_process_survivor_exits_with_message(tmp_path, victim):
   """kill -9 one of two processes: the other exits within 30 s naming it, and --resume continues."""
   port = _free_port()
@@ -532,6 +533,7 @@ def test_resume_refuses_changes_it_cannot_honour_and_records_what_runs(tmp_path)
   assert json.load(open(os.path.join(wd, "config.json")))["train"]["num_steps"] == 4
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_second_writer_is_refused_and_the_first_keeps_its_data(tmp_path):
   wd = str(tmp_path / "run")

@@ -184,6 +184,7 @@ def test_shard_map_without_vma_checks_inner_grad(name):
   _assert_close(name, "grad z2 (inside, check_vma=False)", gb, g2)
 
 
+@pytest.mark.slow
 def test_shard_map_without_vma_checks_outer_grad_is_scaled_documented_limitation():
   """Documented in _collectives: through shard_map(check_vma=False) the outer gradient
   is 1/N of the true one (JAX's legacy rules); use the default check_vma=True."""

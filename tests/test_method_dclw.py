@@ -81,6 +81,7 @@ def test_dclw_with_a_wide_weight_is_dcl():
                              float(losses.dcl(z1, z2, temperature=0.2)), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (simulated) devices")
 def test_dclw_sharded_over_8_devices_equals_unsharded():
   z1, z2 = (jnp.asarray(x, jnp.float32) for x in _data())
