@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     sides[name] = {"fn": fn, "state": state, "batch": batch, "root": root}
   # The diagnostics' spectra give the embedding widths: z [B, D], r [B, F].
   every = sides["every"]
-  _, m = every["fn"](every["state"], every["batch"], every["root"])
+  every["state"], m = every["fn"](every["state"], every["batch"], every["root"])   # the state is donated
   z_dim, r_dim = int(m["spectrum_z"].shape[-1]), int(m["spectrum_r"].shape[-1])
   zs = jax.random.normal(jax.random.PRNGKey(1), (args.batch, z_dim))   # [B, D]
   rs = jax.random.normal(jax.random.PRNGKey(2), (args.batch, r_dim))   # [B, F]
