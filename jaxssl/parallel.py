@@ -8,12 +8,10 @@ and `jax.shard_map` where collectives are written by hand (losses with `axis_nam
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any, Sequence
 
 import jax
 import numpy as np
-from jax._src import distributed as jax_distributed  # the client handle: JAX has no public accessor
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxssl.errors import ConfigError
@@ -185,36 +183,15 @@ def is_peer_failure(error: BaseException) -> bool:
   return any(marker in text for marker in _PEER_FAILURE_MARKERS)
 
 
-def lost_processes(timeout_s: float = 2.0) -> list[int] | None:
+def lost_processes() -> list[int] | None:
   """The process ids that are gone, or None if that cannot be told at once.
 
-  With two processes the lost one is the other. With more, the coordination service's
-  live-node list is asked once (in a daemon thread, at most `timeout_s`); it only shrinks
-  after `HEARTBEAT_TIMEOUT_S`, and waiting that long would race JAX's own abort, so an
-  early answer may be None. If the coordinator (process 0) is unreachable, returns [0].
+  With two processes the lost one is the other. With more, the coordination service only
+  names the dead process after HEARTBEAT_TIMEOUT_S, and by then JAX's own abort has fired
+  (`jaxssl.supervise` reports that case, with the id parsed from the service's error).
   """
   n, me = jax.process_count(), jax.process_index()
-  if n == 2:
-    return [1 - me]
-  client = jax_distributed.global_state.client
-  if client is None:
-    return None
-  everyone = list(range(n))
-  answer: dict[str, Any] = {}
-
-  def poll():
-    try:
-      answer["live"] = client.get_live_nodes(everyone)
-    except Exception as e:  # noqa: BLE001 - the coordinator is unreachable
-      answer["error"] = e
-
-  thread = threading.Thread(target=poll, daemon=True)
-  thread.start()
-  thread.join(timeout_s)
-  if "error" in answer:
-    return [0] if me != 0 else None
-  lost = sorted(set(everyone) - set(answer.get("live", everyone)))
-  return lost or None
+  return [1 - me] if n == 2 else None
 
 
 def peer_failure_message(error: BaseException) -> str:
