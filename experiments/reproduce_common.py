@@ -92,8 +92,8 @@ def make_config(config_name: str, args, /, **overrides):
   return cfg
 
 
-def _row(model: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-  return {**extra, **{k: float(model.get(k, math.nan)) for k in ROW_METRICS}}
+def _row(model: Mapping[str, Any], extra: Mapping[str, Any], metrics: Sequence[str] = ROW_METRICS) -> dict[str, Any]:
+  return {**extra, **{k: float(model.get(k, math.nan)) for k in metrics}}
 
 
 def run_one(cfg, workdir: str, **extra) -> dict[str, Any]:
@@ -121,8 +121,20 @@ def run_sweep(cfg, workdir: str, field: str, values: Sequence[float], key: str |
               **extra) -> list[dict[str, Any]]:
   """Trains len(values) models at once (`jaxssl.sweep`, one compiled program) over the
   sweepable `field`; returns one row per member: {**extra, key: value, member, metrics...}."""
-  key = key or field.split(".")[-1]
-  members = sweep.members_from_sweep(cfg, [(field, list(values))])
+  return run_grid(cfg, workdir, [(field, list(values))], keys={field: key or field.split(".")[-1]}, **extra)
+
+
+def run_grid(cfg, workdir: str, grid: Sequence[tuple[str, Sequence[float]]], *,
+             keys: Mapping[str, str] | None = None, metrics: Sequence[str] = ROW_METRICS,
+             **extra) -> list[dict[str, Any]]:
+  """One batched sweep over the Cartesian product of `grid` ([(sweepable field, values)]).
+
+  Returns one row per member: {**extra, <key of each field>: value, "member", <metrics>,
+  "seconds", "workdir"}; a field's key is `keys[field]` or its last dotted part. A sweep whose
+  members all have results.json is reused; one with checkpoints is resumed.
+  """
+  keys = {f: (keys or {}).get(f) or f.split(".")[-1] for f, _ in grid}
+  members = sweep.members_from_sweep(cfg, [(f, list(v)) for f, v in grid])
   t0 = time.time()
   done = [os.path.join(workdir, "members", str(i), "results.json") for i in range(len(members))]
   if all(os.path.exists(p) for p in done) and all("model" in json.load(open(p)) for p in done):
@@ -135,13 +147,14 @@ def run_sweep(cfg, workdir: str, field: str, values: Sequence[float], key: str |
       out = run.sweep(cfg, members, workdir, resume=resume, evaluate_at_end=True)
     except NumericalError as e:
       print(f"[diverged] {workdir}: {e}", flush=True)
-      return [{**_row({}, extra), key: m[field], "member": i, "error": str(e).split(";")[0],
-               "seconds": time.time() - t0, "workdir": workdir} for i, m in enumerate(members)]
+      return [{**_row({}, extra, metrics), **{keys[f]: m[f] for f in m}, "member": i,
+               "error": str(e).split(";")[0], "seconds": time.time() - t0, "workdir": workdir}
+              for i, m in enumerate(members)]
     results = out["member_results"]
   secs = time.time() - t0
   # A member whose evaluation failed (jaxssl.sweep records "eval_error") gets NaN metrics.
-  return [{**_row(r.get("model", {}), extra), key: m[field], "member": i, "seconds": secs, "workdir": workdir,
-           **({"error": r["eval_error"]} if "eval_error" in r else {})}
+  return [{**_row(r.get("model", {}), extra, metrics), **{keys[f]: m[f] for f in m}, "member": i,
+           "seconds": secs, "workdir": workdir, **({"error": r["eval_error"]} if "eval_error" in r else {})}
           for i, (m, r) in enumerate(zip(members, results))]
 
 

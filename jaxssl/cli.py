@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
   e = sub.add_parser("eval", help="kNN and linear-probe evaluation of the latest checkpoint")
   _common(e)
   e.add_argument("--no-baselines", action="store_true", help="skip raw-pixel and random-init baselines")
-  pl = sub.add_parser("plot", help="spectrum and training-curve PNGs from a run's metrics")
+  pl = sub.add_parser("plot", help="spectrum, training-curve and eval-vs-baselines PNGs of a run")
   pl.add_argument("--workdir", required=True)
   c = sub.add_parser("config", help="print the resolved config: every field, its value and what it does")
   c.add_argument("--config", required=True, help="experiments/configs/<name>.py[:dataset]")

@@ -8,6 +8,7 @@ type checking, and validates the result, raising `ConfigError` that names the fi
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import importlib.util
 import json
@@ -84,6 +85,8 @@ def _resolve(cfg: ml_collections.ConfigDict, dotted: str) -> tuple[ml_collection
     node = node[part]
   leaf = parts[-1]
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    if leaf == "dtype" and len(parts) == 3 and parts[0] == "model":
+      raise ConfigError(_dtype_route_error(parts[1]))
     keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
     hint = difflib.get_close_matches(leaf, keys, n=3)
     raise ConfigError(f"unknown config field 'config.{dotted}'"
@@ -176,7 +179,7 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   Overriding train.num_steps alone rescales DERIVED_FROM_NUM_STEPS (see
   `rescale_derived_fields`); `jaxssl config` and `jaxssl train` print the result.
   """
-  cfg = _import_config_file(path)
+  cfg = add_engine_defaults(_import_config_file(path))
   recipe_steps = cfg.train.num_steps if "train" in cfg and "num_steps" in cfg.train else None
   apply_overrides(cfg, overrides)
   if recipe_steps is not None:
@@ -185,12 +188,46 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   return cfg
 
 
+# Engine fields added after runs were first saved, with their defaults. `load_config` and
+# `from_json` add them where a config lacks them; `to_json` leaves them out while they hold
+# their default, so a default run's config.json, and `--resume` of a run saved before the
+# field existed, are unchanged.
+ENGINE_DEFAULTS: dict[str, Any] = {"model.dtype": "float32",
+                                   # the kNN monitor during training (jaxssl.monitor): off by default
+                                   "eval.monitor_every": 0, "eval.monitor_train_images": 5000,
+                                   "eval.monitor_test_images": 1000}
+
+
+def add_engine_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds each missing ENGINE_DEFAULTS field (in sections that exist), in place; returns `cfg`."""
+  for dotted, default in ENGINE_DEFAULTS.items():
+    section, leaf = dotted.rsplit(".", 1)
+    node = cfg.get(section) if isinstance(cfg, ml_collections.ConfigDict) else None
+    if isinstance(node, ml_collections.ConfigDict) and leaf not in node:
+      with node.unlocked():
+        node[leaf] = default
+  return cfg
+
+
 def to_json(cfg: ml_collections.ConfigDict) -> str:
+  """The config as JSON (sorted keys), without ENGINE_DEFAULTS fields at their default."""
+  at_default = []
+  for dotted, default in ENGINE_DEFAULTS.items():
+    section, leaf = dotted.rsplit(".", 1)
+    node = cfg.get(section)
+    if isinstance(node, ml_collections.ConfigDict) and leaf in node and node[leaf] == default:
+      at_default.append((section, leaf))
+  if at_default:
+    cfg = copy.deepcopy(cfg)
+    for section, leaf in at_default:
+      with cfg[section].unlocked():
+        del cfg[section][leaf]
   return cfg.to_json_best_effort(indent=2, sort_keys=True)
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(_tuples(json.loads(text)))
+  """The config of `to_json` text (lists become tuples), with ENGINE_DEFAULTS added."""
+  return add_engine_defaults(ml_collections.ConfigDict(_tuples(json.loads(text))))
 
 
 def _tuples(x):
@@ -208,6 +245,35 @@ def _positive(cfg, dotted: str, *, allow_zero: bool = False) -> None:
     return
   if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
     raise ConfigError(f"config.{dotted} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
+
+
+MODEL_DTYPES = ("float32", "bfloat16")
+
+
+def _dtype_route_error(sub: str) -> str:
+  return (f"config.model.{sub}.dtype is not supported: the compute dtype of the whole network (encoder, "
+          f"projector and predictor) is the one field config.model.dtype, e.g. --config.model.dtype=bfloat16 "
+          f"(one of {', '.join(map(repr, MODEL_DTYPES))}; parameters, BatchNorm statistics and the loss stay "
+          "float32).")
+
+
+def model_compute_dtype(cfg: ml_collections.ConfigDict) -> str | None:
+  """The network's compute dtype from config.model.dtype (absent: "float32"), or None for
+  float32: the modules' default, so the float32 program is exactly the one without the field."""
+  dtype = cfg.model.get("dtype", "float32")
+  return None if dtype == "float32" else dtype
+
+
+def validate_model_dtype(cfg: ml_collections.ConfigDict) -> None:
+  """config.model.dtype is one of MODEL_DTYPES, and no sub-dict of config.model sets its own dtype."""
+  dtype = cfg.model.get("dtype", "float32")
+  if dtype not in MODEL_DTYPES:
+    raise ConfigError(f"config.model.dtype={dtype!r}; use one of {', '.join(map(repr, MODEL_DTYPES))} "
+                      "(the compute dtype; parameters, BatchNorm statistics and the loss stay float32)")
+  for sub in ("encoder_kwargs", "projector", "predictor"):
+    kwargs = cfg.model.get(sub)
+    if isinstance(kwargs, (dict, ml_collections.ConfigDict)) and "dtype" in kwargs:
+      raise ConfigError(_dtype_route_error(sub))
 
 
 TINY_ENCODER_KWARGS = {"widths": (4, 8), "strides": (2, 2)}
@@ -243,6 +309,7 @@ FIELD_DOCS = {
     "data.idx_dir": "directory of the Fashion-MNIST IDX files (else $JAXSSL_FMNIST_DIR, the data dir, Debian's)",
     "model.encoder": "backbone (resnet18, resnet34, resnet50, convnet_small)",
     "model.encoder_kwargs": "keyword arguments of the backbone (stem, widths, strides, ...)",
+    "model.dtype": "compute dtype of encoder, projector and predictor: float32 or bfloat16 (params, BN stats, loss: f32)",
     "model.projector": "projector head: kind (mlp, linear, identity), hidden_dim, out_dim, num_layers",
     "model.predictor": "MLP predictor head of BYOL / SimSiam: hidden_dim, num_layers",
     "optim.name": "optimizer: sgd, lars or adamw",
@@ -270,9 +337,12 @@ FIELD_DOCS = {
     "eval.knn_temperature": "temperature of the kNN vote weights",
     "eval.probe_epochs": "epochs of the linear probe",
     "eval.batch_size": "batch size of feature extraction",
-    "eval.baselines": "also evaluate raw pixels and the random-init encoder",
+    "eval.baselines": "also evaluate raw pixels and the random-init encoder (cached in <data dir>/eval_baselines)",
     "eval.lidar_images": "LiDAR: number of training images (surrogate classes)",
     "eval.lidar_views": "LiDAR: augmented views per image (even)",
+    "eval.monitor_every": "kNN monitor: steps between weighted-kNN accuracies of the current backbone (0: off)",
+    "eval.monitor_train_images": "kNN monitor: the first N eval-train images are the neighbour bank",
+    "eval.monitor_test_images": "kNN monitor: the first N test images are the queries",
     "mesh.num_devices": "devices to use (None: all)",
     "mesh.member_devices": "sweeps: devices the member axis is sharded over",
     "mesh.member_chunk": "sweeps: members per vmap (None: all on GPU/TPU, 1 on CPU)",
@@ -327,6 +397,13 @@ def validate_eval_config(cfg: ml_collections.ConfigDict) -> None:
   if cfg.eval.lidar_views % 2:
     raise ConfigError(f"config.eval.lidar_views must be even (views come in the augmentation's pairs), "
                       f"got {cfg.eval.lidar_views}")
+  _int_at_least(cfg, "eval.monitor_every", 0)
+  _int_at_least(cfg, "eval.monitor_train_images", 1)
+  _int_at_least(cfg, "eval.monitor_test_images", 1)
+  if cfg.eval.monitor_every and cfg.eval.monitor_train_images < max(ks):
+    raise ConfigError(f"config.eval.monitor_train_images={cfg.eval.monitor_train_images} is smaller than the "
+                      f"largest k of config.eval.knn_k={tuple(ks)}: the kNN monitor needs at least "
+                      f"{max(ks)} neighbours in its bank.")
   for flag in ("at_end", "baselines"):
     if not isinstance(cfg.eval[flag], bool):
       raise ConfigError(f"config.eval.{flag} must be True or False, got {cfg.eval[flag]!r}")
@@ -363,6 +440,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _int_at_least(cfg, "train.max_rollbacks", 0)
   _int_at_least(cfg, "train.aug_stream", 0)
   validate_eval_config(cfg)
+  validate_model_dtype(cfg)
   alarm = cfg.train.collapse_alarm
   if alarm.policy not in ("off", "warn", "stop"):
     raise ConfigError(f"config.train.collapse_alarm.policy={alarm.policy!r}; use 'off', 'warn' or 'stop'")

@@ -7,6 +7,8 @@
   for their class with weight exp(sim / T). Several k in one pass.
 * `linear_probe`: multinomial logistic regression on standardised frozen features, trained
   with AdamW + cosine decay; each epoch is one `lax.scan` over shuffled minibatches.
+* `evaluate_encoder`: all of it for an encoder, with the raw-pixel and random-init baselines,
+  which are cached in the data dir (`jaxssl.eval_cache`), keyed by what determines them.
 
 Accuracies are fractions in [0, 1].
 """
@@ -23,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxssl import data as data_lib
 from jaxssl import diagnostics
+from jaxssl import eval_cache
 from jaxssl import selection
 from jaxssl.errors import ConfigError, DataError
 
@@ -287,8 +290,57 @@ def label_free_criteria(encode_fn: EncodeFn, train_feats: np.ndarray, feature_di
   return out
 
 
+EvalData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]   # uint8 xtr, int ytr, xte, yte
+
+
+def _feature_options(cfg: Any) -> dict[str, Any]:
+  """The keyword arguments of `evaluate_features` that `cfg` sets."""
+  ec = cfg.eval
+  return dict(num_classes=data_lib.dataset_info(cfg.data.name).num_classes, ks=tuple(ec.knn_k),
+              knn_temperature=float(ec.knn_temperature), probe_epochs=int(ec.probe_epochs), seed=int(cfg.seed))
+
+
+def encoder_results(cfg: Any, fn: EncodeFn, arrays: EvalData, *,
+                    view_cfgs: Sequence[Any] | None = None) -> dict[str, float]:
+  """kNN, linear probe and representation metrics of `fn`'s r (and z) on train -> test
+  (`evaluate_encoder` without the baselines); with `view_cfgs` the label-free criteria too."""
+  ec = cfg.eval
+  xtr, ytr, xte, yte = arrays
+  bs = int(ec.batch_size)
+
+  def heads(x):
+    out = fn(x)
+    return jnp.concatenate([out["r"], out["z"]], axis=-1)    # [B, F + D]
+  fdim = int(jax.eval_shape(fn, jax.ShapeDtypeStruct((1,) + tuple(xtr.shape[1:]), jnp.float32))["r"].shape[-1])
+  head_fn = jax.jit(heads)
+  ftr = extract_features(head_fn, xtr, batch_size=bs)
+  fte = extract_features(head_fn, xte, batch_size=bs)
+  res = evaluate_features(ftr[:, :fdim], ytr, fte[:, :fdim], yte, **_feature_options(cfg))
+  if view_cfgs is not None:
+    res.update(label_free_criteria(fn, ftr, fdim, xtr, view_cfgs, num_images=ec.lidar_images,
+                                   num_views=ec.lidar_views, seed=int(cfg.seed)))
+  n = min(len(fte), 5000)
+  res.update({f"{k}_r": v for k, v in representation_metrics(fte[:n, :fdim], yte[:n]).items()})
+  res.update({f"{k}_z": v for k, v in representation_metrics(fte[:n, fdim:], yte[:n]).items()})
+  return res
+
+
+def compute_baselines(cfg: Any, arrays: EvalData, random_encode_fn: EncodeFn | None, *,
+                      view_cfgs: Sequence[Any] | None = None) -> dict[str, dict[str, float]]:
+  """{"raw_pixels": ..., "random_init": ...} (the latter with `random_encode_fn`): the raw pixels
+  in [0, 1] as features, and `encoder_results` of the network at random initialisation."""
+  xtr, ytr, xte, yte = arrays
+  raw_tr = xtr.reshape(len(xtr), -1).astype(np.float32) / 255.0     # [N, H * W * C]
+  raw_te = xte.reshape(len(xte), -1).astype(np.float32) / 255.0
+  out = {"raw_pixels": evaluate_features(raw_tr, ytr, raw_te, yte, **_feature_options(cfg))}
+  if random_encode_fn is not None:
+    out["random_init"] = encoder_results(cfg, random_encode_fn, arrays, view_cfgs=view_cfgs)
+  return out
+
+
 def evaluate_encoder(cfg: Any, encode_fn: EncodeFn, *, random_encode_fn: EncodeFn | None = None,
-                     baselines: bool | None = None, view_cfgs: Sequence[Any] | None = None) -> dict[str, Any]:
+                     baselines: bool | None = None, view_cfgs: Sequence[Any] | None = None,
+                     cache_baselines: bool = True) -> dict[str, Any]:
   """kNN + linear probe of an encoder's backbone features r on train -> test, plus
   representation metrics of z and r on the test set, and (optionally) the raw-pixel and
   random-init baselines. Accuracies in percent.
@@ -300,41 +352,24 @@ def evaluate_encoder(cfg: Any, encode_fn: EncodeFn, *, random_encode_fn: EncodeF
     baselines: None reads `config.eval.baselines`.
     view_cfgs: the run's augmentation; with it, the label-free criteria (RankMe, alpha-ReQ,
       LiDAR; `label_free_criteria`) are reported too.
+    cache_baselines: reuse the baselines from the data dir's cache (`jaxssl.eval_cache`),
+      which takes `random_encode_fn` to be the network of config.method / config.model at
+      random initialisation from config.seed, as `jaxssl.run` builds it. False computes them.
   """
-  ec = cfg.eval
-  baselines = ec.baselines if baselines is None else baselines
+  baselines = cfg.eval.baselines if baselines is None else baselines
   info = data_lib.dataset_info(cfg.data.name)
   kw = dict(data_dir=cfg.data.data_dir, idx_dir=cfg.data.idx_dir)
-  xtr, ytr = data_lib.load_arrays(cfg.data.name, info.eval_train_split, **kw)
-  xte, yte = data_lib.load_arrays(cfg.data.name, info.test_split, **kw)
-  bs = int(ec.batch_size)
-  opts = dict(num_classes=info.num_classes, ks=tuple(ec.knn_k), knn_temperature=float(ec.knn_temperature),
-              probe_epochs=int(ec.probe_epochs), seed=int(cfg.seed))
-
-  def run(fn: EncodeFn) -> dict[str, float]:
-    def heads(x):
-      out = fn(x)
-      return jnp.concatenate([out["r"], out["z"]], axis=-1)    # [B, F + D]
-    fdim = int(jax.eval_shape(fn, jax.ShapeDtypeStruct((1,) + tuple(xtr.shape[1:]), jnp.float32))["r"].shape[-1])
-    head_fn = jax.jit(heads)
-    ftr = extract_features(head_fn, xtr, batch_size=bs)
-    fte = extract_features(head_fn, xte, batch_size=bs)
-    res = evaluate_features(ftr[:, :fdim], ytr, fte[:, :fdim], yte, **opts)
-    if view_cfgs is not None:
-      res.update(label_free_criteria(fn, ftr, fdim, xtr, view_cfgs, num_images=ec.lidar_images,
-                                     num_views=ec.lidar_views, seed=int(cfg.seed)))
-    n = min(len(fte), 5000)
-    res.update({f"{k}_r": v for k, v in representation_metrics(fte[:n, :fdim], yte[:n]).items()})
-    res.update({f"{k}_z": v for k, v in representation_metrics(fte[:n, fdim:], yte[:n]).items()})
-    return res
-
-  results: dict[str, Any] = {"model": run(encode_fn)}
+  arrays = (*data_lib.load_arrays(cfg.data.name, info.eval_train_split, **kw),
+            *data_lib.load_arrays(cfg.data.name, info.test_split, **kw))
+  results: dict[str, Any] = {"model": encoder_results(cfg, encode_fn, arrays, view_cfgs=view_cfgs)}
   if baselines:
-    raw_tr = xtr.reshape(len(xtr), -1).astype(np.float32) / 255.0
-    raw_te = xte.reshape(len(xte), -1).astype(np.float32) / 255.0
-    results["raw_pixels"] = evaluate_features(raw_tr, ytr, raw_te, yte, **opts)
-    if random_encode_fn is not None:
-      results["random_init"] = run(random_encode_fn)
+    def compute():   # looked up at call time: tests count the calls
+      return compute_baselines(cfg, arrays, random_encode_fn, view_cfgs=view_cfgs)
+    if cache_baselines:
+      key = eval_cache.baseline_key(cfg, arrays, random_init=random_encode_fn is not None, view_cfgs=view_cfgs)
+      results.update(eval_cache.cached_baselines(cfg, key, compute))
+    else:
+      results.update(compute())
   return results
 
 

@@ -5,8 +5,9 @@ checkpoints, turns SIGTERM / SIGINT into a checkpoint and a clean exit, and appl
 non-finite policy (`config.train.nonfinite_policy`): "stop" raises `NumericalError`
 naming the last good checkpoint, "skip" is done inside the step, "rollback" restores an
 earlier checkpoint with a lower learning rate. It knows nothing of sweep members or of
-evaluation: the caller says how metrics become records (`records_fn`) and how a
-failure is described (`describe_failure`).
+evaluation: the caller says how metrics become records (`records_fn`), how a
+failure is described (`describe_failure`) and what a periodic monitor records
+(`monitor_fn`, e.g. the kNN monitor of `jaxssl.monitor`).
 """
 from __future__ import annotations
 
@@ -104,7 +105,9 @@ def run_loop(step_fn: Callable, state: Any, *, cfg: ml_collections.ConfigDict, w
              make_iter: Callable[[int], Iterator], keys_for: Callable[[int], jax.Array],
              ckpt: ckpt_lib.Checkpointer, state_sharding: Any,
              records_fn: Callable[[Any, int, float, bool], list[dict[str, Any]]],
-             describe_failure: Callable[[Any], str] = lambda m: "") -> LoopResult:
+             describe_failure: Callable[[Any], str] = lambda m: "",
+             monitor_fn: Callable[[Any, int], list[dict[str, Any]]] | None = None,
+             monitor_every: int = 0) -> LoopResult:
   """Runs `step_fn` from `start_step` to `config.train.num_steps`.
 
   Args:
@@ -112,6 +115,9 @@ def run_loop(step_fn: Callable, state: Any, *, cfg: ml_collections.ConfigDict, w
     keys_for: step -> the augmentation key(s) of that step.
     records_fn: (host metrics, step, images/s, diagnostics step?) -> metrics.jsonl records.
     describe_failure: host metrics -> text naming where a non-finite value appeared.
+    monitor_fn: (state, number of updates done) -> metrics.jsonl records, called whenever that
+      number is a positive multiple of `monitor_every` (also at a resumed start, whose earlier
+      record the resume dropped). It must only read the state; its time is left out of images/s.
   """
   total = int(cfg.train.num_steps)
   log_every = int(cfg.train.log_every)
@@ -131,7 +137,18 @@ def run_loop(step_fn: Callable, state: Any, *, cfg: ml_collections.ConfigDict, w
   step = start_step
   rollback_attempt, failed_at = 0, -1
   shown_erank = float("nan")
+
+  def monitor(at: int) -> None:
+    nonlocal t0
+    if monitor_fn is None or monitor_every <= 0 or at <= 0 or at % monitor_every:
+      return
+    t_start = time.time()
+    for rec in monitor_fn(state, at):
+      logger.write(rec)
+    t0 += time.time() - t_start     # images/s counts training only
+
   try:
+    monitor(start_step)
     with StopRequested() as stop:
       while step < total:
         batch = next(it)
@@ -194,6 +211,7 @@ def run_loop(step_fn: Callable, state: Any, *, cfg: ml_collections.ConfigDict, w
                   f"{step - 1} is checkpointed in {workdir}/checkpoints. Change the recipe (learning rate, weight "
                   "decay, EMA rate), or set config.train.collapse_alarm.policy='warn' to train on.")
         bar.update(1)
+        monitor(step)
         if step % ckpt_every == 0 or step == total:
           ckpt.save(step, state, _meta(state, step))
         if stop.signum is not None:

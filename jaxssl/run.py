@@ -9,7 +9,9 @@ checkpoints, plots) around a workdir; `jaxssl.cli` calls it, and so may scripts:
     summary = run.sweep(cfg, ["loss.temperature=0.1,0.5"], "workdirs/sweep")
 
 A workdir holds config.json, checkpoints/, metrics.jsonl, tensorboard/, PNG plots and
-eval.json; a sweep's also members.json, members/<i>/ and summary.{csv,md}.
+eval.json; a sweep's also members.json, members/<i>/ (with member i's TensorBoard run in
+members/<i>/tensorboard, in place of tensorboard/) and summary.{csv,md}. The evaluation at the
+end of training is also appended to metrics.jsonl and TensorBoard (`log_evaluation`).
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from jaxssl import config as config_lib
 from jaxssl import data as data_lib
 from jaxssl import evaluate as eval_lib
 from jaxssl import export as export_lib
+from jaxssl import logging_utils
 from jaxssl import loop as loop_lib
+from jaxssl import monitor as monitor_lib
 from jaxssl import parallel
 from jaxssl import plots
 from jaxssl import state as state_lib
@@ -123,6 +127,42 @@ def evaluate_state(cfg: ml_collections.ConfigDict, setup: state_lib.Setup, state
     print(f"jaxssl: warning: could not write {os.path.join(workdir, 'eval.json')} ({e.strerror}); "
           "the results are printed only.", file=sys.stderr, flush=True)
   return results
+
+
+def eval_record(results: dict[str, Any], step: int, member: int | None = None) -> dict[str, Any]:
+  """The metrics.jsonl record of an evaluation (`evaluate_state`'s results, or a sweep member's
+  results.json): {"step", "event": "eval", "member"?, "eval/<metric>" of the model,
+  "eval/<baseline>/<metric>" of the baselines, "eval_error"? (a failed member)}."""
+  rec: dict[str, Any] = {"step": int(step), "event": "eval", **({} if member is None else {"member": member})}
+  for name, metrics in results.items():
+    if isinstance(metrics, dict) and name != "hparams":
+      prefix = "eval/" if name == "model" else f"eval/{name}/"
+      rec.update({prefix + k: float(v) for k, v in metrics.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+  if "eval_error" in results:
+    rec["eval_error"] = str(results["eval_error"])
+  return rec
+
+
+def log_evaluation(workdir: str, summary: dict[str, Any], members: list[dict[str, float]] | None) -> None:
+  """Appends the end-of-training evaluation to metrics.jsonl and TensorBoard ("eval/..." tags),
+  one record per evaluated model, and gives each sweep member an hparams summary (its swept
+  values and final metrics, `sweep.member_hparams`) for TensorBoard's HParams tab."""
+  if not members and "eval" not in summary:
+    return
+  logger = logging_utils.MetricLogger(workdir, append=True)
+  try:
+    if not members:
+      logger.write(eval_record(summary["eval"], summary["step"]))
+      return
+    last = summary["last"] if isinstance(summary["last"], list) else []
+    for i, (member, res) in enumerate(zip(members, summary.get("member_results", []))):
+      if "model" in res or "eval_error" in res:
+        logger.write(eval_record(res, summary["step"], member=i))
+      hparams, metrics = sweep_lib.member_hparams(member, last[i] if i < len(last) else {}, res)
+      logger.write_hparams(hparams, metrics, member=i, step=summary["step"])
+  finally:
+    logger.close()
 
 
 def evaluate_workdir(workdir: str, *, baselines: bool | None = None) -> dict[str, Any]:
@@ -230,6 +270,15 @@ def _train_locked(cfg, workdir, *, resume, evaluate_at_end, members):
     with open(os.path.join(workdir, "members.json"), "w") as f:
       json.dump(members, f, indent=2)
 
+  monitor_fn = None
+  if cfg.eval.monitor_every:
+    knn_monitor = monitor_lib.KnnMonitor(cfg)     # loads its images once
+    if members:
+      monitor_fn = lambda st, at: monitor_lib.monitor_records(
+          knn_monitor, ((i, encode_fn(setup, sweep_lib.unstack_member(st, i))) for i in range(len(members))), at)
+    else:
+      monitor_fn = lambda st, at: monitor_lib.monitor_records(knn_monitor, [(None, encode_fn(setup, st))], at)
+
   def make_iter(start: int):
     return data_lib.make_train_iterator(cfg.data.name, global_batch_size=cfg.data.batch_size, mesh=mesh,
                                         seed=cfg.seed, start_step=start, data_dir=cfg.data.data_dir,
@@ -238,7 +287,8 @@ def _train_locked(cfg, workdir, *, resume, evaluate_at_end, members):
   try:
     result = loop_lib.run_loop(step_fn, state, cfg=cfg, workdir=workdir, start_step=start_step,
                                make_iter=make_iter, keys_for=keys_for, ckpt=ckpt, state_sharding=state_sharding,
-                               records_fn=records_fn, describe_failure=describe_failure)
+                               records_fn=records_fn, describe_failure=describe_failure,
+                               monitor_fn=monitor_fn, monitor_every=int(cfg.eval.monitor_every))
   finally:
     ckpt.close()
   last = result.last if members else (result.last[0] if result.last else {})
@@ -258,6 +308,8 @@ def _train_locked(cfg, workdir, *, resume, evaluate_at_end, members):
                                                          evaluate_member if do_eval else None)
   elif do_eval:
     summary["eval"] = evaluate_state(cfg, setup, result.state, workdir)
+    plots.plot_eval_workdir(workdir, on_error=loop_lib.log)   # eval_vs_baselines.png
+  log_evaluation(workdir, summary, members)
   return summary
 
 

@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from jaxssl import augment
+from jaxssl import config as config_lib
 from jaxssl import models
 from jaxssl import optim
 from jaxssl import data as data_lib
@@ -34,34 +35,47 @@ class SSLNet(nnx.Module):
 
   r = f(x) [B, F], z = g(r) [B, D], p = h(z) [B, D] (p = z without a predictor head; the
   closed-form predictors are not modules, they live in the train state's `extra`).
+
+  `config.model.dtype` is the compute dtype of f, g and h (Flax `dtype`); parameters stay
+  float32 (`param_dtype`), BatchNorm statistics are reduced in float32, and r, z, p are
+  returned as float32, so the loss, the probe and the diagnostics see float32 embeddings.
   """
 
   def __init__(self, cfg: ml_collections.ConfigDict, method: Method, *, in_channels: int, rngs: nnx.Rngs):
     mc = cfg.model
+    dtype = config_lib.model_compute_dtype(cfg)
+    # float32 passes no dtype at all: the modules' default program, unchanged.
+    compute = {} if dtype is None else {"dtype": dtype}
     enc_kwargs = dict(mc.encoder_kwargs or {})
     enc_kwargs.setdefault("in_channels", in_channels)
-    self.encoder = models.build_encoder(mc.encoder, rngs=rngs, **enc_kwargs)
+    self.encoder = models.build_encoder(mc.encoder, rngs=rngs, **enc_kwargs, **compute)
     feat = self.encoder.feature_dim
     proj = dict(mc.projector)
     kind = proj.get("kind") or method.projector
     proj_kwargs = {k: v for k, v in proj.items() if k not in ("kind", "out_dim")} if kind == "mlp" else {}
     out_dim = proj.get("out_dim", feat) if kind != "identity" else feat
-    self.projector = models.build_head(kind, feat, out_dim, rngs=rngs, **proj_kwargs)
+    self.projector = models.build_head(kind, feat, out_dim, rngs=rngs, **proj_kwargs, **compute)
     self.embed_dim = out_dim
     self.feature_dim = feat
     predictor = None
     if method.predictor == "mlp":
-      predictor = models.build_head("mlp", out_dim, out_dim, rngs=rngs, **dict(mc.predictor or {}))
+      predictor = models.build_head("mlp", out_dim, out_dim, rngs=rngs, **dict(mc.predictor or {}), **compute)
     self.predictor = nnx.data(predictor)
+    self.low_precision = dtype is not None
 
   def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
     r = self.encoder(x)            # [B, F]
     z = self.projector(r)          # [B, D]
     p = self.predictor(z) if self.predictor is not None else z
-    return {"r": r, "z": z, "p": p}
+    return self._float32({"r": r, "z": z, "p": p})
 
   def encode(self, x: jax.Array) -> dict[str, jax.Array]:
-    return {"r": self.encoder(x)}
+    return self._float32({"r": self.encoder(x)})
+
+  def _float32(self, out: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    # The encoders and heads already return float32; in low precision this makes it the
+    # network's contract (the loss and the diagnostics are computed in float32).
+    return {k: v.astype(jnp.float32) for k, v in out.items()} if self.low_precision else out
 
 
 @flax.struct.dataclass

@@ -241,6 +241,22 @@ def member_records_fn(members: list[Member]) -> Callable[[Any, int, float, bool]
   return records
 
 
+def member_hparams(member: Member, last: dict[str, Any], result: dict[str, Any]
+                   ) -> tuple[dict[str, float], dict[str, float]]:
+  """(hyperparameters, final metrics) of a member's TensorBoard hparams summary.
+
+  The hyperparameters are the member's swept values ({"optim.lr": 1e-3}); the metrics its last
+  logged loss (`last`, its last metrics.jsonl record) and, when it was evaluated (`result`, its
+  results.json), the linear probe and the kNN accuracies, as "hparam/<name>" (tags the run
+  has nowhere else).
+  """
+  metrics = {"hparam/loss": last["loss"]} if isinstance(last.get("loss"), (int, float)) else {}
+  for k, v in result.get("model", {}).items():
+    if (k == "linear_probe" or k.startswith("knn_")) and isinstance(v, (int, float)):
+      metrics[f"hparam/{k}"] = float(v)
+  return {k: float(v) for k, v in member.items()}, metrics
+
+
 def describe_member_failure(metrics: Any) -> str:
   finite = np.asarray(metrics["loss_finite"]) & np.asarray(metrics["grad_finite"])
   return f" (member {int(np.argmin(finite.reshape(-1)))})"

@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from jaxssl.data import tfds_source
 from jaxssl import data, parallel
 from jaxssl.data import fashion_mnist as fm
 from jaxssl.errors import ConfigError, DataError
+from _tiny import tiny_fmnist, write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_FMNIST = data.DEFAULT_FMNIST_DIR
@@ -55,37 +55,6 @@ TFDS_ARRAYS_SHA256 = {
 def tfds():
   """tensorflow_datasets, for the tests of the tfds code paths (an optional dependency)."""
   return pytest.importorskip("tensorflow_datasets")
-
-
-def write_idx(path, array, magic=None, gz=True, truncate=0, count=None):
-  array = np.asarray(array, np.uint8)
-  if magic is None:
-    magic = data.IDX_IMAGES_MAGIC if array.ndim == 3 else data.IDX_LABELS_MAGIC
-  dims = list(array.shape)
-  if count is not None:
-    dims[0] = count
-  raw = struct.pack(">I", magic) + struct.pack(">" + "I" * len(dims), *dims) + array.tobytes()
-  if truncate:
-    raw = raw[:-truncate]
-  opener = gzip.open if gz else open
-  with opener(path, "wb") as f:
-    f.write(raw)
-  return path
-
-
-def tiny_fmnist(dirpath, n_train=40, n_test=20, seed=0):
-  """Synthetic IDX files in Fashion-MNIST's layout, balanced classes."""
-  rng = np.random.RandomState(seed)
-  arrays = {}
-  for split, n in (("train", n_train), ("test", n_test)):
-    images = rng.randint(0, 256, (n, 28, 28)).astype(np.uint8)
-    labels = np.tile(np.arange(10), n // 10).astype(np.uint8)
-    rng.shuffle(labels)
-    img_name, lab_name = data.FMNIST_FILES[split]
-    write_idx(os.path.join(dirpath, img_name), images)
-    write_idx(os.path.join(dirpath, lab_name), labels)
-    arrays[split] = (images, labels)
-  return arrays
 
 
 def md5_order(n, split):

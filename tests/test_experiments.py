@@ -8,6 +8,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import label_free_selection  # noqa: E402
 import noncontrastive  # noqa: E402
 
 
@@ -77,3 +78,77 @@ def test_number_list_arguments_parse_and_reject_empty_or_non_numeric():
   with pytest.raises(SystemExit) as e:
     noncontrastive.main(["--parts", "wd", "--weight-decays", "", "--out", "/nonexistent/never-created"])
   assert e.value.code == 2
+
+
+def _selection_rows():
+  # Hand-made members: RankMe orders them like the probe except the last two (swapped);
+  # alpha-ReQ is closest to 1 on the second-best member.
+  probe = [70.0, 75.0, 80.0, 85.0, 84.0]
+  rankme = [10.0, 20.0, 30.0, 40.0, 50.0]
+  alpha = [3.0, 2.0, 1.5, 0.7, 1.05]
+  lidar = [5.0, 4.0, 3.0, 2.0, 1.0]
+  return [{"method": "m", "lr": i, "linear_probe": p, "rankme_r": r, "alpha_req_r": a, "lidar_r": li}
+          for i, (p, r, a, li) in enumerate(zip(probe, rankme, alpha, lidar))]
+
+
+def test_label_free_statistics_against_hand_computed_values():
+  import numpy as np
+
+  lfs = label_free_selection
+  rows = _selection_rows()
+  s = lfs.statistics(rows)
+  # Spearman of ranks (0,1,2,3,4) vs probe ranks (0,1,2,4,3): 1 - 6*sum(d^2)/(n(n^2-1)) = 1 - 12/120.
+  assert s["criteria"]["rankme"]["spearman"] == pytest.approx(0.9)
+  assert s["criteria"]["lidar"]["spearman"] == pytest.approx(-0.9)
+  # RankMe picks member 4 (84 %): 1 point below the best (85 %); LiDAR picks member 0: 15 points.
+  assert s["criteria"]["rankme"]["oracle_gap"] == pytest.approx(1.0)
+  assert s["criteria"]["lidar"]["oracle_gap"] == pytest.approx(15.0)
+  assert s["criteria"]["rankme"]["picked"] == {"method": "m", "lr": 4}
+  # alpha-ReQ scores -|a - 1|: member 4 (|0.05|) first, so also a 1-point gap.
+  assert s["criteria"]["alpha_req"]["oracle_gap"] == pytest.approx(1.0)
+  assert s["random_pick_gap"] == pytest.approx(85.0 - np.mean([70, 75, 80, 85, 84]))
+  lo, hi = s["criteria"]["rankme"]["spearman_ci"]
+  assert -1.0 <= lo <= 0.9 <= hi <= 1.0
+  lo, hi = s["criteria"]["lidar"]["oracle_gap_ci"]
+  assert 0.0 <= lo <= hi <= 15.0
+
+
+def test_label_free_statistics_rank_a_failed_criterion_last_and_skip_failed_probes():
+  lfs = label_free_selection
+  rows = _selection_rows()
+  rows[4]["rankme_r"] = math.nan           # the would-be pick has no criterion: ranks last
+  rows.append({**rows[0], "lr": 9, "linear_probe": math.nan})   # a failed evaluation: left out
+  s = lfs.statistics(rows)
+  assert s["members"] == 5
+  assert s["criteria"]["rankme"]["picked"]["lr"] == 3
+  assert s["criteria"]["rankme"]["oracle_gap"] == pytest.approx(0.0)
+
+
+def test_label_free_selection_quick_path_end_to_end(tmp_path, monkeypatch):
+  """`label_free_selection.py --quick --methods simclr` on a fake 320 + 100 image Fashion-MNIST:
+  one 3-member sweep, its evaluation, and the statistics recomputed from the written rows."""
+  import json
+
+  from _tiny import tiny_fmnist
+  from jaxssl import data
+  from jaxssl.data import fashion_mnist as fm
+  tiny_fmnist(str(tmp_path), n_train=320, n_test=100)
+  monkeypatch.setenv("JAXSSL_FMNIST_DIR", str(tmp_path))
+  monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path / "data"))
+  monkeypatch.setattr(fm, "FMNIST_COUNTS", {"train": 320, "test": 100})
+  data.clear_cache()
+  try:
+    out = tmp_path / "out"
+    assert label_free_selection.main(["--quick", "--methods", "simclr", "--out", str(out)]) == 0
+  finally:
+    data.clear_cache()
+  result = json.loads((out / "results.json").read_text())
+  rows = result["rows"]
+  assert [r["temperature"] for r in rows] == [0.05, 0.2, 1.0] and {r["lr"] for r in rows} == {3e-4}
+  for r in rows:
+    assert 0.0 <= r["linear_probe"] <= 100.0 and r["rankme_r"] >= 1.0 and r["lidar_r"] >= 1.0
+  assert result["statistics"]["all"]["criteria"]["rankme"]["spearman"] == pytest.approx(
+      label_free_selection.statistics(rows)["criteria"]["rankme"]["spearman"], nan_ok=True)
+  assert (out / "label_free_selection.png").exists() and "| simclr (3) | rankme |" in (out / "table.md").read_text()
+  with pytest.raises(SystemExit):
+    label_free_selection.main(["--methods", "simclr,nope", "--out", str(out)])

@@ -17,6 +17,7 @@ needs_fmnist = pytest.mark.skipif(not os.path.exists(os.path.join(FMNIST, "train
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_exported_encoder_reproduces_the_trained_representation(tmp_path, capsys):
   workdir = str(tmp_path / "run")
   out = run.train(tiny_config("simclr", steps=2), workdir, evaluate_at_end=False)

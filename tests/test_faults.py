@@ -519,6 +519,7 @@ def test_checkpoint_disk_full_is_one_clear_error(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- edges (need a short run)
 
 @needs_fmnist
+@pytest.mark.slow
 def test_resume_refuses_changes_it_cannot_honour_and_records_what_runs(tmp_path):
   cfg = tiny_config("simclr", steps=2)
   wd = str(tmp_path / "run")

@@ -2,7 +2,8 @@
 at tiny sizes on the CPU, and results.json has exactly the fields the GPU run documents
 (`FIELDS` of benchmarks/gpu/run.py), every stage "ok", and sane numbers.
 
-One dry run (about two to three minutes on two cores) serves all the tests here.
+One dry run (about two to three minutes on two cores) serves all the tests here; they are
+marked slow (`make test-all`), the default suite's budget being 10 minutes.
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def test_exits_zero_and_writes_its_files(dry_run):
   assert results["wall_s"] < results["total_limit_s"]
 
 
+@pytest.mark.slow
 def test_fields_are_exactly_the_documented_ones(dry_run):
   _, results, _ = dry_run
   assert results["undeclared_fields"] == []
@@ -72,6 +74,7 @@ def test_fields_are_exactly_the_documented_ones(dry_run):
   assert len(DRIVER.FIELDS) == len(set(DRIVER.FIELDS))
 
 
+@pytest.mark.slow
 def test_every_stage_and_part_is_ok(dry_run):
   _, results, _ = dry_run
   flat = DRIVER.flatten(results)
@@ -86,6 +89,7 @@ def test_every_stage_and_part_is_ok(dry_run):
       assert status == "ok", (key, status)
 
 
+@pytest.mark.slow
 def test_numbers_are_sane(dry_run):
   _, results, _ = dry_run
   st = results["stages"]

@@ -45,7 +45,8 @@ from jaxssl.data import iterator as _iterator
 from jaxssl.data.fashion_mnist import (CACHE_DIRNAME, DEFAULT_FMNIST_DIR, FMNIST_COUNTS, FMNIST_FILES,
                                        FMNIST_VERSION, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
                                        fashion_mnist_cache_dir, load_fashion_mnist, prepare_fashion_mnist,
-                                       read_fashion_mnist_idx, read_idx, resolve_idx_dir, tfds_record_order)
+                                       read_fashion_mnist_idx, read_idx, resolve_idx_dir, tfds_record_order,
+                                       write_atomic)
 from jaxssl.data.info import (IMAGENET_IMAGE_SIZE, KNOWN_DATASETS, UNLABELLED, DatasetInfo, dataset_info,
                               resolve_data_dir)
 from jaxssl.data.iterator import (BatchIterator, check_labels, clear_cache, epoch_permutation, epoch_seed,
@@ -71,4 +72,4 @@ __all__ = ["KNOWN_DATASETS", "DatasetInfo", "dataset_info", "prepare_fashion_mni
            "resolve_idx_dir", "epoch_permutation", "epoch_seed", "process_slice", "clear_cache",
            "IMAGENET_IMAGE_SIZE", "UNLABELLED", "check_labels", "tfds_record_order", "load_fashion_mnist",
            "fashion_mnist_cache_dir", "DEFAULT_FMNIST_DIR", "FMNIST_FILES", "FMNIST_COUNTS", "FMNIST_VERSION",
-           "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "CACHE_DIRNAME"]
+           "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "CACHE_DIRNAME", "write_atomic"]

@@ -242,7 +242,7 @@ def _sha256(a: np.ndarray) -> str:
   return hashlib.sha256(np.ascontiguousarray(a).data).hexdigest()
 
 
-def _write_atomic(path: str, write: Callable[[object], None]) -> None:
+def write_atomic(path: str, write: Callable[[object], None]) -> None:
   """Writes `path` through a temporary file in the same directory and os.replace."""
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
   try:
@@ -313,12 +313,12 @@ def prepare_fashion_mnist(idx_dir: str | None = None, data_dir: str | None = Non
       x = np.ascontiguousarray(images[order])
       y = labels[order].astype(np.int32)
       ipath, lpath = _paths(cache, split)
-      _write_atomic(ipath, lambda f, a=x: np.save(f, a, allow_pickle=False))
-      _write_atomic(lpath, lambda f, a=y: np.save(f, a, allow_pickle=False))
+      write_atomic(ipath, lambda f, a=x: np.save(f, a, allow_pickle=False))
+      write_atomic(lpath, lambda f, a=y: np.save(f, a, allow_pickle=False))
       meta["splits"][split] = {"num_examples": int(len(y)), "images_sha256": _sha256(x),
                                "labels_sha256": _sha256(y)}
     text = json.dumps(meta, indent=2).encode()
-    _write_atomic(os.path.join(cache, _META), lambda f: f.write(text))
+    write_atomic(os.path.join(cache, _META), lambda f: f.write(text))
   return cache
 
 
@@ -354,4 +354,5 @@ def load_fashion_mnist(split: str, *, data_dir: str | None = None,
 
 __all__ = ["DEFAULT_FMNIST_DIR", "FMNIST_FILES", "FMNIST_COUNTS", "FMNIST_VERSION", "IDX_IMAGES_MAGIC",
            "IDX_LABELS_MAGIC", "CACHE_DIRNAME", "resolve_idx_dir", "read_idx", "read_fashion_mnist_idx",
-           "tfds_record_order", "fashion_mnist_cache_dir", "prepare_fashion_mnist", "load_fashion_mnist"]
+           "tfds_record_order", "fashion_mnist_cache_dir", "prepare_fashion_mnist", "load_fashion_mnist",
+           "write_atomic"]
