@@ -152,3 +152,23 @@ def test_label_free_selection_quick_path_end_to_end(tmp_path, monkeypatch):
   assert (out / "label_free_selection.png").exists() and "| simclr (3) | rankme |" in (out / "table.md").read_text()
   with pytest.raises(SystemExit):
     label_free_selection.main(["--methods", "simclr,nope", "--out", str(out)])
+
+
+def test_docs_label_free_table_equals_the_committed_results_json():
+  """docs/results.md's label-free table is the one the committed results.json gives."""
+  import json
+  import re
+  root = os.path.join(os.path.dirname(__file__), "..")
+  with open(os.path.join(root, "docs", "figures", "label_free_selection", "results.json")) as f:
+    stats = json.load(f)["statistics"]
+  with open(os.path.join(root, "docs", "results.md")) as f:
+    docs = f.read()
+  rows = re.findall(r"^\| (\w+) \((\d+)\) \| (\w+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", docs, re.M)
+  assert len(rows) == sum(len(s["criteria"]) for s in stats.values()) == 12
+  number = r"-?\d+\.\d+"
+  for subset, count, criterion, rho, gap, random_gap in rows:
+    s, c = stats[subset], stats[subset]["criteria"][criterion]
+    assert int(count) == s["members"]
+    for text, (value, ci) in ((rho, (c["spearman"], c["spearman_ci"])), (gap, (c["oracle_gap"], c["oracle_gap_ci"])),
+                              (random_gap, (s["random_pick_gap"], s["random_pick_gap_ci"]))):
+      assert [float(v) for v in re.findall(number, text)] == [round(value, 2), round(ci[0], 2), round(ci[1], 2)]
