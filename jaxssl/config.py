@@ -21,6 +21,7 @@ import ml_collections
 
 from jaxssl import data as data_lib
 from jaxssl import methods
+from jaxssl import multicrop as multicrop_lib
 from jaxssl import optim
 from jaxssl.errors import ConfigError
 
@@ -195,7 +196,9 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
 ENGINE_DEFAULTS: dict[str, Any] = {"model.dtype": "float32",
                                    # the kNN monitor during training (jaxssl.monitor): off by default
                                    "eval.monitor_every": 0, "eval.monitor_train_images": 5000,
-                                   "eval.monitor_test_images": 1000}
+                                   "eval.monitor_test_images": 1000,
+                                   # multi-crop (jaxssl.multicrop): off by default
+                                   **multicrop_lib.DEFAULTS}
 
 
 def add_engine_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -305,6 +308,9 @@ FIELD_DOCS = {
     "data.batch_size": "global batch size (split over devices and processes)",
     "data.augment": "augmentation preset (jaxssl.augment.preset: simclr, byol, fmnist, none)",
     "data.image_size": "crop size of the views",
+    "data.multicrop_num_small": "multi-crop: small crops per image beside the 2 global views (0: off; SwAV / DINO)",
+    "data.multicrop_small_size": "multi-crop: side of the small crops in px (None: round(image_size * 96/224))",
+    "data.multicrop_small_scale": "multi-crop: (min, max) fraction of the image area a small crop covers",
     "data.data_dir": "data directory (else $JAXSSL_DATA_DIR, $TFDS_DATA_DIR, ~/tensorflow_datasets)",
     "data.idx_dir": "directory of the Fashion-MNIST IDX files (else $JAXSSL_FMNIST_DIR, the data dir, Debian's)",
     "model.encoder": "backbone (resnet18, resnet34, resnet50, convnet_small)",
@@ -441,6 +447,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _int_at_least(cfg, "train.aug_stream", 0)
   validate_eval_config(cfg)
   validate_model_dtype(cfg)
+  multicrop_lib.validate(cfg)
   alarm = cfg.train.collapse_alarm
   if alarm.policy not in ("off", "warn", "stop"):
     raise ConfigError(f"config.train.collapse_alarm.policy={alarm.policy!r}; use 'off', 'warn' or 'stop'")

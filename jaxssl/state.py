@@ -22,6 +22,7 @@ from flax import nnx
 from jaxssl import augment
 from jaxssl import config as config_lib
 from jaxssl import models
+from jaxssl import multicrop as multicrop_lib
 from jaxssl import optim
 from jaxssl import data as data_lib
 from jaxssl.errors import ConfigError
@@ -103,6 +104,7 @@ class Setup(NamedTuple):
   image_shape: tuple[int, int, int]
   embed_dim: int
   feature_dim: int
+  multicrop: multicrop_lib.MultiCrop | None = None   # the small crops (None: two views only)
 
 
 ENGINE_SWEEPABLE = {"optim.lr": "lr", "optim.weight_decay": "weight_decay"}
@@ -149,7 +151,8 @@ def build(cfg: ml_collections.ConfigDict, key: jax.Array | int = 0) -> tuple[Set
       hparams={k: jnp.asarray(v, jnp.float32) for k, v in initial_hparams(cfg).items()})
   setup = Setup(cfg=cfg, method=method, graphdef=graphdef, tx=tx, probe_tx=probe_tx, view_cfgs=view_cfgs,
                 num_classes=info.num_classes, image_shape=tuple(info.image_shape),
-                embed_dim=model.embed_dim, feature_dim=model.feature_dim)
+                embed_dim=model.embed_dim, feature_dim=model.feature_dim,
+                multicrop=multicrop_lib.from_config(cfg, view_cfgs))
   return setup, state
 
 

@@ -1,9 +1,12 @@
 """The train step: one pure function `(state, batch, key) -> (state, metrics)`.
 
-1. two views are made on device from the uint8 batch (`jaxssl.augment`);
+1. two views are made on device from the uint8 batch (`jaxssl.augment`), plus N small
+   crops with multi-crop on (`jaxssl.multicrop`; their own key stream, so the two views
+   are the same with and without them);
 2. the method's target network, if any, embeds both views (`Method.targets`);
-3. the online network embeds both views and the method's loss is taken over the
-   *global* batch (`Method.before_loss`, `Method.loss`);
+3. the online network embeds both views (and, in a call of their own, the small crops)
+   and the method's loss is taken over the *global* batch (`Method.before_loss`,
+   `Method.loss`, or `Method.multicrop_loss` with small crops);
 4. optax applies the update with the traced learning rate and weight decay; the method
    updates its private state (`Method.post_update`: W_p, EMA target);
 5. an online linear probe trains on stop-gradient features (it measures, never shapes);
@@ -26,6 +29,7 @@ import optax
 
 from jaxssl import augment
 from jaxssl import diagnostics
+from jaxssl import multicrop
 from jaxssl import optim
 from jaxssl import parallel
 from jaxssl import selection
@@ -75,13 +79,20 @@ def make_train_step(setup: Setup) -> StepFn:
     hp = {**static_hp, **state.hparams}
     # The per-step key (fold_in(root, step)) drives the augmentations.
     v1, v2 = augment.make_views(key, images, setup.view_cfgs)   # [B, h, w, C] float32
+    # Multi-crop: N small crops [N, B, s, s, C] from fold_in(key, ...); v1, v2 are unchanged.
+    small = None if setup.multicrop is None else multicrop.small_views(key, images, setup.multicrop)
     (target1, target2), extra = method.targets(ctx, state.extra, v1, v2, hp)
 
     def loss_fn(params):
       out1, stats = ctx.apply(params, state.batch_stats, v1)
       out2, stats = ctx.apply(params, stats, v2)
       new_extra, w_pred = method.before_loss(extra, out1, out2, hp)
-      loss = method.loss(LossInputs(out1, out2, target1, target2, w_pred), hp)
+      if small is None:
+        loss = method.loss(LossInputs(out1, out2, target1, target2, w_pred), hp)
+      else:
+        # The small crops: online network only, one BatchNorm batch of their own (SwAV / DINO).
+        out_small, stats = multicrop.apply_small(ctx.apply, params, stats, small)
+        loss = method.multicrop_loss(LossInputs(out1, out2, target1, target2, w_pred, out_small), hp)
       return loss, (out1, out2, stats, new_extra)
 
     (loss, (out1, out2, new_stats, new_extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

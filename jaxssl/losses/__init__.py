@@ -22,7 +22,8 @@ psum'd; see `jaxssl.losses._collectives` for the gradient conventions).
 | barlow_twins       | Barlow Twins (Zbontar et al. 2021)           | noncontrastive |
 
 ``LOSSES`` maps each name to its function; ``get_loss(name)`` raises ``ConfigError``
-for unknown names.
+for unknown names. Multi-crop forms (2 global views + N small crops; `jaxssl.losses.multicrop`):
+``nt_xent_multicrop``, ``info_nce_multicrop``, ``byol_multicrop``, ``vicreg_multicrop``.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from jaxssl.losses import kernels
 from jaxssl.losses.contrastive import (dcl, dhel, directclr, hard_contrastive, info_nce, kcl,
                                        nt_xent, simple_contrastive)
 from jaxssl.losses.kernels import KERNEL_NAMES
+from jaxssl.losses.multicrop import byol_multicrop, info_nce_multicrop, nt_xent_multicrop, vicreg_multicrop
 from jaxssl.losses.noncontrastive import barlow_twins, byol, isoloss, psd_sqrt, vicreg
 
 LOSSES: dict[str, Callable] = {
@@ -59,4 +61,5 @@ def get_loss(name: str) -> Callable:
     raise ConfigError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}") from None
 
 
-__all__ = [*LOSSES, "LOSSES", "get_loss", "psd_sqrt", "kernels", "KERNEL_NAMES"]
+__all__ = [*LOSSES, "LOSSES", "get_loss", "psd_sqrt", "kernels", "KERNEL_NAMES", "nt_xent_multicrop",
+           "info_nce_multicrop", "byol_multicrop", "vicreg_multicrop"]

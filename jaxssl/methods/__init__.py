@@ -12,6 +12,10 @@ and a config file (`experiments/configs/<name>.py`); see the README's worked exa
 Non-contrastive losses are symmetrised as in BYOL / Tian et al.:
 L = l(p1, sg z'2) + l(p2, sg z'1), where z' comes from the EMA target network, or from
 the online network itself under stop-gradient (SimSiam, and IsoLoss without a target).
+
+Multi-crop (`config.data.multicrop_num_small` > 0, `jaxssl.multicrop`) is supported by the
+methods with a `multicrop_loss` hook: simclr, infonce, byol, simsiam and vicreg (the pairing
+of `jaxssl.losses.multicrop`); every other method refuses it at validation.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import ml_collections
 
 from jaxssl.errors import ConfigError
 from jaxssl.losses import contrastive as CL
+from jaxssl.losses import multicrop as MC
 from jaxssl.losses import noncontrastive as NC
 from jaxssl.losses.kernels import KERNEL_NAMES
 from jaxssl.methods.base import (LossInputs, Method, StepContext, ema_hparams, predictor_hparams)
@@ -49,6 +54,14 @@ def _on(key: str, fn, *names: str):
   return loss
 
 
+def _on_multicrop(fn, *names: str):
+  """The multi-crop form `fn(z1, z2, z_small, **hp)` of a two-view loss on the online z."""
+  def loss(inp: LossInputs, hp: Mapping[str, Any]) -> jax.Array:
+    return fn(inp.online1["z"], inp.online2["z"], inp.small["z"], **{n: hp[n] for n in names})
+  loss.__name__ = f"{fn.__name__}_on_z"
+  return loss
+
+
 def _regression_targets(inp: LossInputs) -> tuple[jax.Array, jax.Array]:
   # The target branch never receives gradients. The stop_gradient is what keeps gradient
   # descent from reaching the trivial collapsed solution through both branches (Tian et
@@ -62,6 +75,14 @@ def symmetric_byol(inp: LossInputs, hp: Mapping[str, Any]) -> jax.Array:
   """BYOL / SimSiam: l(p1, sg t2) + l(p2, sg t1) with the predictor head's outputs p."""
   t1, t2 = _regression_targets(inp)
   return NC.byol(inp.online1["p"], t2, kind=hp["kind"]) + NC.byol(inp.online2["p"], t1, kind=hp["kind"])
+
+
+def symmetric_byol_multicrop(inp: LossInputs, hp: Mapping[str, Any]) -> jax.Array:
+  """BYOL / SimSiam with multi-crop: 2 byol_multicrop(p, sg t), every view's p against the target
+  of each global view but its own (the factor 2 keeps the scale of `symmetric_byol`, which it
+  equals with no small crop)."""
+  t1, t2 = _regression_targets(inp)
+  return 2.0 * MC.byol_multicrop(inp.online1["p"], inp.online2["p"], inp.small["p"], t1, t2, kind=hp["kind"])
 
 
 def symmetric_byol_closed_form(inp: LossInputs, hp: Mapping[str, Any]) -> jax.Array:
@@ -83,9 +104,11 @@ def symmetric_isoloss(inp: LossInputs, hp: Mapping[str, Any]) -> jax.Array:
 
 _ENTRIES = [
     Method("simclr", "contrastive", _on("z", CL.nt_xent, "temperature"), (temperature(0.2),),
-           doc="SimCLR NT-Xent (Chen et al. 2020)"),
+           doc="SimCLR NT-Xent (Chen et al. 2020)",
+           multicrop_loss=_on_multicrop(MC.nt_xent_multicrop, "temperature")),
     Method("infonce", "contrastive", _on("z", CL.info_nce, "temperature"), (temperature(0.2),),
-           doc="symmetric cross-view InfoNCE (van den Oord et al. 2018)"),
+           doc="symmetric cross-view InfoNCE (van den Oord et al. 2018)",
+           multicrop_loss=_on_multicrop(MC.info_nce_multicrop, "temperature")),
     Method("dcl", "contrastive", _on("z", CL.dcl, "temperature"), (temperature(0.2),),
            doc="decoupled contrastive loss (Yeh et al. 2022)"),
     Method("dclw", "contrastive", _on("z", CL.dclw, "temperature", "sigma"),
@@ -110,9 +133,9 @@ _ENTRIES = [
            (temperature(0.1), HParam("loss.dim", 64, POSITIVE_INT, doc="DirectCLR sub-vector size of r")),
            projector="identity", doc="DirectCLR: InfoNCE on a sub-vector of r (Jing et al. 2022)"),
     Method("byol", "noncontrastive", symmetric_byol, (KIND, *ema_hparams(0.99)), predictor="mlp", target="ema",
-           doc="BYOL (Grill et al. 2020)"),
+           doc="BYOL (Grill et al. 2020)", multicrop_loss=symmetric_byol_multicrop),
     Method("simsiam", "noncontrastive", symmetric_byol, (KIND,), predictor="mlp", target="online",
-           doc="SimSiam (Chen & He 2021)"),
+           doc="SimSiam (Chen & He 2021)", multicrop_loss=symmetric_byol_multicrop),
     Method("directpred", "noncontrastive", symmetric_byol_closed_form,
            (KIND, *ema_hparams(0.99), *predictor_hparams(decay=0.3, eps=0.01, freq=1)),
            target="ema", closed_form="directpred", doc="DirectPred (Tian et al. 2021)"),
@@ -127,7 +150,8 @@ _ENTRIES = [
            (HParam("loss.sim", 25.0, NON_NEGATIVE, sweepable=True, doc="invariance weight"),
             HParam("loss.var", 25.0, NON_NEGATIVE, sweepable=True, doc="variance weight"),
             HParam("loss.cov", 1.0, NON_NEGATIVE, sweepable=True, doc="covariance weight")),
-           doc="VICReg (Bardes et al. 2022)"),
+           doc="VICReg (Bardes et al. 2022)",
+           multicrop_loss=_on_multicrop(MC.vicreg_multicrop, "sim", "var", "cov")),
     Method("barlow_twins", "covariance", _on("z", NC.barlow_twins, "lambd"),
            (HParam("loss.lambd", 5e-3, NON_NEGATIVE, sweepable=True, doc="off-diagonal weight"),),
            doc="Barlow Twins (Zbontar et al. 2021)"),
@@ -161,4 +185,4 @@ def method_sections(name: str) -> dict[str, ml_collections.ConfigDict]:
 
 
 __all__ = ["METHODS", "Method", "HParam", "LossInputs", "StepContext", "get_method", "method_sections",
-           "symmetric_byol", "symmetric_byol_closed_form", "symmetric_isoloss"]
+           "symmetric_byol", "symmetric_byol_closed_form", "symmetric_isoloss", "symmetric_byol_multicrop"]

@@ -8,6 +8,11 @@ The generic train step (`jaxssl.step`) knows nothing of method names. It calls:
     loss           = method.loss(LossInputs(out1, out2, t1, t2, w_pred), hp)
     extra          = method.post_update(ctx, extra, params, step, hp)        # after optax
 
+With multi-crop on (`config.data.multicrop_num_small` > 0, `jaxssl.multicrop`) the step calls
+`method.multicrop_loss(LossInputs(out1, out2, t1, t2, w_pred, small), hp)` instead, where
+`small` holds the online outputs of the N small crops; a method without that hook refuses
+multi-crop at validation.
+
 `extra` is the one field of the train state that holds method-private state:
 * "target": the EMA target network {"params", "batch_stats"} (BYOL-style methods);
 * "predictor": the EMA correlation of z (`predictors.PredictorState`) and
@@ -45,6 +50,9 @@ class LossInputs(NamedTuple):
   target1: Mapping[str, jax.Array] | None  # the EMA target's outputs (stop-gradient), or None
   target2: Mapping[str, jax.Array] | None
   w_pred: jax.Array | None                # closed-form predictor W_p [D, D], or None
+  # Multi-crop only: the online outputs of the N small crops, {"r": [N, B, F], "z": [N, B, D],
+  # "p": [N, B, D]} (their own BatchNorm batch); None in the two-view step.
+  small: Mapping[str, jax.Array] | None = None
 
 
 class StepContext(NamedTuple):
@@ -94,6 +102,8 @@ class Method:
     closed_form_timing: "after_update" (W_p set after each optimizer step, Tian et al.) or
       "in_loss" (W_p from the current step's correlation, Halvagal et al.).
     doc: one line for tables and `jaxssl config`.
+    multicrop_loss: the loss hook with multi-crop (`LossInputs.small` set; SwAV / DINO pairing,
+      `jaxssl.losses.multicrop`), or None: the method refuses `config.data.multicrop_num_small` > 0.
   """
   name: str
   family: str
@@ -105,6 +115,7 @@ class Method:
   closed_form: str | None = None
   closed_form_timing: str = "after_update"
   doc: str = ""
+  multicrop_loss: LossFn | None = None
 
   # ------------------------------------------------------------------ configuration
 
