@@ -1,6 +1,8 @@
-"""What the benchmark scripts share: the machine description and load average they print,
-synthetic uint8 batches, the straightforward PyTorch NT-Xent loss, the learning-rate
-multiplier of a config as Python floats, and the JSON writer.
+"""What the benchmark scripts share: the machine description, usable CPUs and load average
+they print, the interleaved A/B timing with its paired ratios and their statistics (and
+the load check that marks a ratio as not clean), synthetic uint8 batches, the
+straightforward PyTorch NT-Xent loss, the learning-rate multiplier of a config as Python
+floats, and the JSON writer.
 
 The scripts are run as `python benchmarks/NAME.py`, so this directory is on `sys.path`
 and they import this module as `import _common`. It imports neither jax nor torch at
@@ -10,9 +12,11 @@ and torch is optional (`TORCH_MISSING` is what a benchmark prints without it).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +27,10 @@ SIMCLR_CONFIG = os.path.join(ROOT, "experiments", "configs", "simclr.py")
 # when step % log_every == 0, so the timed steps (after step 0) never compute them.
 LOG_EVERY = 10**9
 TORCH_MISSING = "PyTorch is not installed: `pip install torch==2.13.0` (or `make bench`)."
+
+# A ratio is a clean measurement only if the 1-minute load average stayed at or below
+# this before, between the rounds of, and after its measurement (see `interleave`).
+LOAD_LIMIT = 1.5
 
 LoadAverage = tuple[float, float, float]
 
@@ -37,9 +45,213 @@ def format_load(load: LoadAverage) -> str:
   return " ".join(f"{v:.2f}" for v in load)
 
 
+def available_cpus() -> int:
+  """The CPUs this process may run on: len(os.sched_getaffinity(0)), else os.cpu_count().
+
+  Under `taskset` or a container's CPU set this is fewer than os.cpu_count(). XLA:CPU sizes
+  its intra-op thread pool by it, and the benchmarks give torch as many threads
+  (torch.set_num_threads), so that both sides of a comparison use the same cores.
+  """
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
+def pin_to_one_cpu() -> int:
+  """Restricts every thread of this process to its first usable CPU, as `taskset -c N`
+  would; returns N.
+
+  Threads started afterwards inherit the restriction. XLA:CPU sizes its thread pool by
+  the usable CPUs when its backend starts, so this must run before jax is imported. It is how the benchmarks give JAX one thread's worth of CPU: XLA_FLAGS
+  `--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1` does not restrict
+  XLA:CPU's thunk runtime in jaxlib 0.10 (measured: with it, a train step's work still
+  splits evenly over two threads running at once on two cores; pinned, the process never
+  uses more CPU time than wall time).
+  """
+  cpu = min(os.sched_getaffinity(0))
+  tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+  for tid in tids:   # threads that already exist (e.g. OpenBLAS's, started when numpy loads)
+    try:
+      os.sched_setaffinity(tid, {cpu})
+    except ProcessLookupError:   # the thread has ended meanwhile
+      pass
+  return cpu
+
+
 def cpu_description() -> str:
-  """'N CPUs visible, <processor>': the CPU part of every benchmark's header line."""
-  return f"{os.cpu_count()} CPUs visible, {platform.processor() or platform.machine()}"
+  """'N of M CPUs usable, <processor>': the CPU part of every benchmark's header line."""
+  return (f"{available_cpus()} of {os.cpu_count()} CPUs usable, "
+          f"{platform.processor() or platform.machine()}")
+
+
+# ----------------------------------------------------------------------------- A/B timing
+
+Block = Callable[[], "float | None"]
+RATIO_SPREAD = "min-max and IQR (25th-75th percentile, linearly interpolated)"
+
+
+def ratio_stats(ratios: Sequence[float]) -> dict[str, float]:
+  """{"n", "median", "min", "max", "q1", "q3"} of paired ratios (NaN statistics when n = 0).
+
+  q1 and q3 are the 25th and 75th percentiles, linearly interpolated (numpy's default,
+  the same as `statistics.quantiles(method="inclusive")`); with one ratio all five equal it.
+  """
+  r = np.asarray(list(ratios), np.float64)
+  if r.size == 0:
+    nan = float("nan")
+    return dict(n=0, median=nan, min=nan, max=nan, q1=nan, q3=nan)
+  q1, med, q3 = (float(v) for v in np.percentile(r, [25, 50, 75]))
+  return dict(n=int(r.size), median=med, min=float(r.min()), max=float(r.max()), q1=q1, q3=q3)
+
+
+def paired(a_s: Sequence[float], b_s: Sequence[float]) -> dict[str, Any]:
+  """The paired comparison of A and B from their times in adjacent pairs (A then B).
+
+  Returns {"a_s", "b_s", "ratios", "ratio"}: ratios[i] = b_s[i] / a_s[i] (above 1: A is
+  faster), and "ratio" their `ratio_stats`. Not one ratio of two totals or medians: each
+  ratio compares two blocks that ran back to back, under the same background load.
+  """
+  if len(a_s) != len(b_s):
+    raise ValueError(f"{len(a_s)} A times but {len(b_s)} B times")
+  ratios = [b / a for a, b in zip(a_s, b_s)]
+  return dict(a_s=list(a_s), b_s=list(b_s), ratios=ratios, ratio=ratio_stats(ratios))
+
+
+def load_ok(loads_1min: Sequence[float], limit: float = LOAD_LIMIT) -> bool:
+  """True iff every 1-minute load average in `loads_1min` is known and at most `limit`.
+
+  The load average counts the benchmark's own running threads too: on a machine with few
+  cores a long full-thread measurement raises it by itself.
+  """
+  return bool(loads_1min) and all(math.isfinite(v) and v <= limit for v in loads_1min)
+
+
+def one_line_error(e: BaseException, limit: int = 400) -> str:
+  """'<ExceptionType>: <message>' on one line (whitespace collapsed), at most `limit` characters."""
+  text = " ".join(f"{type(e).__name__}: {e}".split())
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _timed(block: Block) -> tuple[float, float]:
+  """(seconds, process CPU seconds) of one call of `block`; a float it returns replaces
+  the wall time (a block that times itself, e.g. leaving out its data preparation)."""
+  t0, c0 = time.perf_counter(), time.process_time()
+  own = block()
+  wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+  return (wall if own is None else float(own)), cpu
+
+
+def interleave(a: tuple[str, Block], bs: Mapping[str, Block], *, rounds: int, warmup: int = 0,
+               catch: Collection[str] = (), load_limit: float = LOAD_LIMIT) -> dict[str, Any]:
+  """Times side A against each B side in interleaved blocks; returns the measurement as JSON.
+
+  a is (name, block) and bs maps names to blocks; a block runs one synchronised unit of
+  work (one step, one job) and returns None (it is timed here) or its own time in seconds.
+  First `warmup` warm-up rounds, each one block of every side in turn (A, B1, B2, ...);
+  their times are kept apart (the first block of a side usually compiles) and enter no
+  ratio. Then `rounds` rounds, each of which runs, for every B side in turn, one A block
+  and then one B block: A B1 A B2 ... for several B sides, ABAB... for one. Every B block
+  is paired with the A block just before it.
+
+  A B side named in `catch` that raises (e.g. torch.compile without a C++ compiler) is
+  recorded as {"unavailable": "<Exception>: <message>"} and not run again; any other
+  exception propagates.
+
+  The 1-minute load average is read before the first block, after every round and after
+  the last block: "load_ok" is `load_ok` of all of them at `load_limit`.
+
+  Returns {"a", "order", "rounds", "warmup_blocks", "warmup_s" {side: [s]},
+  "sides" {side: {"times_s", "cpu_s"}} (every timed block; cpu_s is the process CPU time,
+  so cpu_s / times_s is how many cores the side kept busy), "comparisons" {B: `paired`
+  or {"unavailable"}}, "load_average_before", "load_average_after", "load_1min",
+  "load_limit", "load_ok"}.
+  """
+  a_name, a_block = a
+  blocks = {a_name: a_block, **bs}
+  sides: dict[str, dict[str, list[float]]] = {n: {"times_s": [], "cpu_s": []} for n in blocks}
+  warm: dict[str, list[float]] = {n: [] for n in blocks}
+  pairs: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in bs}
+  failed: dict[str, str] = {}
+
+  def run(name: str, into: list[float], cpu: list[float] | None = None) -> bool:
+    try:
+      t, c = _timed(blocks[name])
+    except Exception as e:   # only the sides in `catch` may fail
+      if name not in catch:
+        raise
+      failed[name] = one_line_error(e)
+      return False
+    into.append(t)
+    if cpu is not None:
+      cpu.append(c)
+    return True
+
+  load0 = load_average()
+  loads = [load0[0]]
+  for _ in range(warmup):
+    for name in blocks:
+      if name not in failed:
+        run(name, warm[name])
+  for _ in range(rounds):
+    for name in bs:
+      if name in failed:
+        continue
+      ta, ca, tb, cb = [], [], [], []
+      run(a_name, ta, ca)
+      if run(name, tb, cb):
+        pairs[name][0].extend(ta)
+        pairs[name][1].extend(tb)
+        sides[name]["times_s"].extend(tb)
+        sides[name]["cpu_s"].extend(cb)
+      sides[a_name]["times_s"].extend(ta)
+      sides[a_name]["cpu_s"].extend(ca)
+    loads.append(load_average()[0])
+  load1 = load_average()
+  loads.append(load1[0])
+  comparisons = {n: ({"unavailable": failed[n]} if n in failed else paired(*pairs[n])) for n in bs}
+  return dict(a=a_name, order="per round, for each B side in turn: one A block, then one B block",
+              rounds=rounds, warmup_blocks=warmup, warmup_s=warm, sides=sides, comparisons=comparisons,
+              load_average_before=list(load0), load_average_after=list(load1), load_1min=loads,
+              load_limit=load_limit, load_ok=load_ok(loads, load_limit))
+
+
+def format_ratio(comparison: Mapping[str, Any], clean: bool | None = None, *, markdown: bool = False) -> str:
+  """'0.73x (median of 20 paired ratios, min-max 0.70-0.76, IQR 0.72-0.74)' for one
+  `paired` comparison; {"unavailable": why} gives 'unavailable: why'.
+
+  clean is the measurement's load_ok. Only clean=True gets the bold of a clean figure in
+  markdown; clean=False also appends that the load average was above its limit, so that
+  a table never presents such a ratio as a clean measurement (None: no load information,
+  neither bold nor that remark).
+  """
+  if "unavailable" in comparison:
+    return f"unavailable: {comparison['unavailable']}"
+  r = comparison["ratio"]
+  x = "×" if markdown else "x"
+  dash = "–" if markdown else "-"
+  head = f"{r['median']:.2f}{x}"
+  if markdown and clean is True:
+    head = f"**{head}**"
+  text = (f"{head} (median of {r['n']} paired ratios, min{dash}max {r['min']:.2f}{dash}{r['max']:.2f}, "
+          f"IQR {r['q1']:.2f}{dash}{r['q3']:.2f})")
+  if clean is False:
+    text += (" — *load average above the limit: not a clean measurement*" if markdown
+             else "  [LOAD > limit: not a clean measurement]")
+  return text
+
+
+def measurements(result: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+  """(path, measurement) of every `interleave` result (a dict with "comparisons" and
+  "load_ok") inside a benchmark's JSON, depth first; path is like 'rows/full_threads'."""
+  if isinstance(result, dict):
+    if "comparisons" in result and "load_ok" in result:
+      yield path, result
+    for k, v in result.items():
+      if k != "comparisons":
+        yield from measurements(v, f"{path}/{k}" if path else str(k))
+  elif isinstance(result, list):
+    for i, v in enumerate(result):
+      yield from measurements(v, f"{path}/{i}")
 
 
 def synthetic_batches(n: int, batch: int, shape: tuple[int, int, int], num_classes: int,

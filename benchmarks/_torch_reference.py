@@ -9,8 +9,9 @@
                         same random numbers).
   TorchTrainer          augment two views, forward, NT-Xent, AdamW with the config's
                         warm-up + cosine schedule (`jaxssl.optim.unit_schedule`), the online
-                        linear probe; loads jaxssl's initial parameters and BatchNorm
-                        statistics (`load_from_jax`) and compares its own with jaxssl's
+                        linear probe (optionally in channels_last memory format); loads
+                        jaxssl's initial parameters and BatchNorm statistics
+                        (`load_from_jax`) and compares its own with jaxssl's
                         (`compare_with_jax`).
 
 See `benchmarks/train_step.py` for what each part does and how it matches jaxssl.
@@ -281,10 +282,15 @@ class TorchTrainer:
   """The eager PyTorch SimCLR step: augment two views, forward, NT-Xent, AdamW, online probe."""
 
   def __init__(self, torch: Any, nn: Any, F: Any, defs: dict[str, Any], cfg: Any, view_cfgs: tuple,
-               in_ch: int, num_classes: int, device: Any, bf16: bool, seed: int):
-    """The network of `cfg` (convnet_small or resnet18) on `device`, seeded with `seed`."""
+               in_ch: int, num_classes: int, device: Any, bf16: bool, seed: int, channels_last: bool = False):
+    """The network of `cfg` (convnet_small or resnet18) on `device`, seeded with `seed`.
+
+    channels_last: the network's parameters and the views it is given are in
+    `torch.channels_last` memory format (the views are converted inside the step).
+    """
     self.torch, self.F, self.cfg, self.view_cfgs = torch, F, cfg, view_cfgs
     self.device, self.bf16 = device, bf16
+    self.memory_format = torch.channels_last if channels_last else None
     mean, std = channel_stats(in_ch, cfg.model.encoder_kwargs.get("mean"), cfg.model.encoder_kwargs.get("std"))
     torch.manual_seed(seed)
     if cfg.model.encoder == "convnet_small":
@@ -297,6 +303,8 @@ class TorchTrainer:
       enc = defs["ResNet18"](in_ch)
     proj = cfg.model.projector
     self.net = defs["SSLNet"](enc, int(proj.hidden_dim), int(proj.out_dim), mean, std).to(device)
+    if self.memory_format is not None:
+      self.net = self.net.to(memory_format=self.memory_format)
     self.net.train()
     self.nt_xent = defs["nt_xent"]
     decay = [p for p in self.net.parameters() if p.ndim > 1]
@@ -327,6 +335,8 @@ class TorchTrainer:
     Returns the (torch scalar) loss.
     """
     torch = self.torch
+    if self.memory_format is not None:
+      v1, v2 = v1.contiguous(memory_format=self.memory_format), v2.contiguous(memory_format=self.memory_format)
     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
       r1, z1 = self.net(v1)
       r2, z2 = self.net(v2)

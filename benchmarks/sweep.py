@@ -21,21 +21,39 @@ CPU the vmapped member step hangs (deadlock, idle CPU) when it takes the diagnos
 branch at step 0, while the single-run step does not; `--start-step 0` reproduces that.
 Starting at 1 shifts the warm-up schedule by one step, identically on both sides.
 
-Reported per side: wall time in all (build + compile + every step), build time,
-compile time (`jit(...).lower(...).compile()`, separately from execution), the first
-step (step 0, with the diagnostics), and the steady-state median step time over steps
-1.. (each step is synchronised with block_until_ready). The wall-time ratio is
-sequential / sweep; a "sequential, one compile" estimate (one compile + K times the
-single-run steps) is shown as well, since the hyperparameters are traced arrays and one
-compiled single-run step could serve all K runs.
+Timing (`_common.interleave`, A = the sweep, B = the K sequential runs):
 
-Numerical check: after the steps, member i of the sweep should equal sequential run i
-(same initial parameters, hyperparameters and augmentation keys); reported is the max
-abs difference of all parameters between sweep member 0 and run 0 (and the largest over
-all members), and the max loss difference over all steps and members.
+  wall rounds    `--rounds` rounds (default 3), each one sweep job (build + compile +
+                 `--steps` steps) and then the K sequential runs (each built, compiled and
+                 stepped in turn), so the sweep and the runs alternate (ABAB...) and each
+                 pair saw the same background load. Reported per side and round: wall time
+                 in all (build + compile + every step), build time, compile time
+                 (`jit(...).lower(...).compile()`, separately from execution), the first
+                 step and the median time of the other steps of the job (each step is
+                 synchronised with block_until_ready). Paired ratios per round, sequential
+                 / sweep: wall time; a "sequential, one compile" estimate (one build and
+                 compile + every run's steps, since the hyperparameters are traced arrays
+                 and one compiled single-run step could serve all K runs); compile time.
+  steady state   then `--steady-rounds` interleaved pairs (default 10) on the last
+                 round's compiled programs: one sweep step, then one step of each of the K
+                 runs; the paired ratio is the K single steps' time / the sweep step's.
+
+Each ratio is reported as the median of its paired ratios with their spread (min-max and
+inter-quartile range), not as one ratio of two totals. The 1-minute load average is read
+before, between the rounds of and after each of the two measurements; above
+`--load-limit` (default 1.5, `_common.LOAD_LIMIT`) its ratios are marked "not a clean
+measurement" in the output and "load_ok": false in --json. XLA uses the CPUs this process
+may run on (len(os.sched_getaffinity(0)), reported) on both sides.
+
+Numerical check: after the last round and the steady-state steps, member i of the sweep
+should equal sequential run i (same initial parameters, hyperparameters and augmentation
+keys, the same number of steps); reported is the max abs difference of all parameters
+between sweep member 0 and run 0 (and the largest over all members), and the max loss
+difference over all those steps and members.
 
     python benchmarks/sweep.py [--model convnet_small|resnet18] [--members 8] [--steps 30]
-        [--batch 256] [--field loss.temperature] [--values 0.05,...] [--cpu] [--json out.json]
+        [--rounds 3] [--steady-rounds 10] [--batch 256] [--field loss.temperature]
+        [--values 0.05,...] [--load-limit 1.5] [--cpu] [--json out.json]
 """
 from __future__ import annotations
 
@@ -44,6 +62,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Any
 
 if "--cpu" in sys.argv:
   os.environ["JAX_PLATFORMS"] = "cpu"
@@ -68,26 +87,107 @@ def make_config(model: str, batch: int) -> ml_collections.ConfigDict:
                                        f"--config.train.log_every={LOG_EVERY}"])
 
 
-def run(step_fn, state, batches, keys):
-  """Compiles (timed apart), then runs all steps; returns times, losses and the final state."""
+class Steps:
+  """A compiled step with its state, batches and keys; `step()` runs the next step."""
+
+  def __init__(self, compiled: Any, state: Any, batches: list[Any], keys: list[Any]):
+    self.compiled, self.state, self.batches, self.keys = compiled, state, batches, keys
+    self.times: list[float] = []
+    self.losses: list[np.ndarray] = []
+
+  def step(self) -> float:
+    """Step len(self.times) (batch i % len(batches), key i), synchronised; returns its seconds."""
+    s = len(self.times)
+    t0 = time.perf_counter()
+    self.state, m = self.compiled(self.state, self.batches[s % len(self.batches)], self.keys[s])
+    jax.block_until_ready((self.state, m))
+    self.times.append(time.perf_counter() - t0)
+    self.losses.append(np.asarray(m["loss"]))
+    return self.times[-1]
+
+
+def compile_and_run(step_fn: Any, state: Any, batches: list[Any], keys: list[Any], steps: int) -> tuple[Steps, float]:
+  """Compiles (timed apart), then runs `steps` steps; returns (the Steps, compile seconds)."""
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batches[0], keys[0]).compile()
   compile_s = time.perf_counter() - t0
-  times, losses = [], []
-  for s in range(len(keys)):
-    t0 = time.perf_counter()
-    state, m = compiled(state, batches[s % len(batches)], keys[s])
-    jax.block_until_ready((state, m))
-    times.append(time.perf_counter() - t0)
-    losses.append(np.asarray(m["loss"]))
-  return state, compile_s, times, np.stack(losses)
+  runner = Steps(compiled, state, batches, keys)
+  for _ in range(steps):
+    runner.step()
+  return runner, compile_s
+
+
+def job_summary(build_s: float, compile_s: float, times: list[float]) -> dict[str, Any]:
+  """{"wall_s", "build_s", "compile_s", "first_step_s", "steady_median_step_s", "step_times_s"} of one job."""
+  return dict(wall_s=build_s + compile_s + sum(times), build_s=build_s, compile_s=compile_s, first_step_s=times[0],
+              steady_median_step_s=statistics.median(times[1:]) if len(times) > 1 else float("nan"),
+              step_times_s=list(times))
+
+
+def sweep_job(cfg: Any, members: list[dict], k: int, args: Any, host_batches: list, step_ids: range) -> dict[str, Any]:
+  """One sweep job: build, stack the members, compile, `--steps` steps. Returns its
+  `job_summary` and "runner" (the Steps, for the steady state and the check)."""
+  t0 = time.perf_counter()
+  setup, state = state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))
+  mesh = sweep.make_member_mesh(cfg)
+  state = sweep.stack_members(cfg, state, members)
+  state = state.replace(step=jnp.asarray(args.start_step, jnp.int32))
+  step_fn, state_sh = sweep.jit_member_step(setup, mesh, state)
+  state = jax.device_put(state, state_sh)
+  build_s = time.perf_counter() - t0
+  # Batches and keys are made outside the timed region (a data pipeline would prefetch).
+  batches = [jax.device_put(b, parallel.batch_sharding(mesh)) for b in host_batches]
+  roots = [step_lib.augmentation_root_key(cfg, i) for i in range(k)]
+  keys = [jnp.stack([jax.random.fold_in(r, s) for r in roots]) for s in step_ids]
+  jax.block_until_ready((batches, keys))
+  runner, compile_s = compile_and_run(step_fn, state, batches, keys, args.steps)
+  return dict(job_summary(build_s, compile_s, runner.times), runner=runner)
+
+
+def run_job(cfg: Any, member: dict, i: int, args: Any, host_batches: list, step_ids: range) -> dict[str, Any]:
+  """Sequential run i, as a separate job would do it: its config, build, compile, `--steps`
+  steps. Returns its `job_summary` and "runner"."""
+  t0 = time.perf_counter()
+  mcfg = sweep.member_config(cfg, member, i)
+  msetup, mstate = state_lib.build(mcfg, jax.random.PRNGKey(mcfg.seed))
+  mmesh = parallel.make_mesh(mcfg.get("mesh", {}).get("num_devices"))
+  mstep = step_lib.jit_train_step(msetup, mmesh)
+  mstate = mstate.replace(step=jnp.asarray(args.start_step, jnp.int32))
+  mstate = jax.device_put(mstate, parallel.replicated(mmesh))
+  build_s = time.perf_counter() - t0
+  root = step_lib.augmentation_root_key(mcfg)
+  keys = [jax.random.fold_in(root, s) for s in step_ids]
+  batches = [jax.device_put(b, parallel.batch_sharding(mmesh)) for b in host_batches]
+  jax.block_until_ready((keys, batches))
+  runner, compile_s = compile_and_run(mstep, mstate, batches, keys, args.steps)
+  return dict(job_summary(build_s, compile_s, runner.times), runner=runner)
+
+
+def sequential_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+  """The K runs of one round as one side: totals, the sum of their steady medians (K single
+  steps) and the one-compile estimate (run 0's build and compile + every run's steps)."""
+  steps_s = sum(sum(r["step_times_s"]) for r in runs)
+  return dict(runs=runs, wall_s=sum(r["wall_s"] for r in runs), build_s=sum(r["build_s"] for r in runs),
+              compile_s=sum(r["compile_s"] for r in runs), steps_s=steps_s,
+              steady_step_s_sum_over_runs=sum(r["steady_median_step_s"] for r in runs),
+              one_compile_estimate_wall_s=runs[0]["build_s"] + runs[0]["compile_s"] + steps_s)
+
+
+def load_text(m: dict[str, Any]) -> str:
+  """'1-minute load average 0.80..1.20 (ok)' of one `_common.interleave` measurement."""
+  v = m["load_1min"]
+  verdict = "ok" if m["load_ok"] else f"above {m['load_limit']}: NOT a clean measurement"
+  return f"1-minute load average {min(v):.2f}..{max(v):.2f} ({verdict})"
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--model", choices=("convnet_small", "resnet18"), default="convnet_small")
   ap.add_argument("--members", type=int, default=8)
-  ap.add_argument("--steps", type=int, default=30)
+  ap.add_argument("--steps", type=int, default=30, help="steps of every job (sweep and each run)")
+  ap.add_argument("--rounds", type=int, default=3, help="interleaved wall rounds: sweep job, then the K runs")
+  ap.add_argument("--steady-rounds", type=int, default=10,
+                  help="interleaved steady-state pairs: one sweep step, then one step of each run")
   ap.add_argument("--batch", type=int, default=None, help="default 256 (convnet_small), 64 (resnet18)")
   ap.add_argument("--field", type=str, default="loss.temperature", help="the swept config field")
   ap.add_argument("--values", type=str, default=None, help="comma-separated; default 8 temperatures")
@@ -98,9 +198,13 @@ def main(argv=None):
   ap.add_argument("--member-chunk", type=int, default=None,
                   help="config.mesh.member_chunk: members per vmap (K: all vmapped; 1: lax.map one "
                        "member at a time inside the step; default: the backend's default)")
+  ap.add_argument("--load-limit", type=float, default=_common.LOAD_LIMIT,
+                  help="1-minute load average above which a ratio is not a clean measurement")
   ap.add_argument("--cpu", action="store_true", help="force the CPU (sets JAX_PLATFORMS=cpu)")
   ap.add_argument("--json", type=str, default=None, help="also write results here")
   args = ap.parse_args(argv)
+  if args.rounds < 1 or args.steps < 1 or args.steady_rounds < 0:
+    raise SystemExit("--rounds and --steps must be >= 1, --steady-rounds >= 0")
 
   batch = args.batch or (256 if args.model == "convnet_small" else 64)
   if args.values:
@@ -114,130 +218,139 @@ def main(argv=None):
   cfg = make_config(args.model, batch)
   cfg.mesh.member_chunk = args.member_chunk
   members = sweep.members_from_sweep(cfg, [(args.field, values)])
-  info_shape = None
+  # Every job runs --steps steps; the last round's jobs go on for --steady-rounds more.
+  step_ids = range(args.start_step, args.start_step + args.steps + args.steady_rounds)
 
   load0 = _common.load_average()
   print(f"member_chunk={sweep.member_chunk(cfg, k)} (members per vmap inside the step)")
   print(f"K={k} vmapped sweep of {args.field} = {values} vs {k} sequential single runs, {args.steps} "
-        f"steps each; SimCLR {cfg.model.encoder}, batch {batch}, {jax.devices()[0].platform}")
+        f"steps each, {args.rounds} interleaved rounds + {args.steady_rounds} steady-state pairs; SimCLR "
+        f"{cfg.model.encoder}, batch {batch}, {jax.devices()[0].platform}")
   print(f"jax {jax.__version__} ({jax.devices()[0].device_kind}, {jax.device_count()} device(s)); "
-        f"{_common.cpu_description()}; load average {_common.format_load(load0)} "
-        f"(other processes share the CPUs); steps "
+        f"{_common.cpu_description()} (XLA's threads: {_common.available_cpus()} CPUs, both sides); load average "
+        f"{_common.format_load(load0)} (other processes share the CPUs); steps "
         f"{args.start_step}..{args.start_step + args.steps - 1}, diagnostics "
         f"{'at step 0 only' if args.start_step == 0 else 'never'} (train.log_every={LOG_EVERY})")
   print()
 
   # Untimed warm-up: JAX backend initialisation and first-use costs of model building,
   # which would otherwise be charged to whichever side runs first.
-  jax.block_until_ready(state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))[1])
-
-  # ------------------------------------------------------------------ sweep
-  t_all = time.perf_counter()
   setup, state = state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))
-  info_shape = setup.image_shape
-  mesh = sweep.make_member_mesh(cfg)
-  state = sweep.stack_members(cfg, state, members)
-  state = state.replace(step=jnp.asarray(args.start_step, jnp.int32))
-  step_fn, state_sh = sweep.jit_member_step(setup, mesh, state)
-  state = jax.device_put(state, state_sh)
-  build_s = time.perf_counter() - t_all
-  # Batches and keys are made outside the timed region (a data pipeline would prefetch).
+  jax.block_until_ready(state)
   t_data = time.perf_counter()
-  host_batches = _common.synthetic_batches(args.distinct_batches, batch, info_shape, setup.num_classes, args.seed)
-  batches = [jax.device_put(b, parallel.batch_sharding(mesh)) for b in host_batches]
-  roots = [step_lib.augmentation_root_key(cfg, i) for i in range(k)]
-  step_ids = range(args.start_step, args.start_step + args.steps)
-  keys = [jnp.stack([jax.random.fold_in(r, s) for r in roots]) for s in step_ids]
-  jax.block_until_ready((batches, keys))
+  host_batches = _common.synthetic_batches(args.distinct_batches, batch, setup.image_shape, setup.num_classes,
+                                           args.seed)
   data_s = time.perf_counter() - t_data
-  t1 = time.perf_counter()
-  state, compile_s, times, losses = run(step_fn, state, batches, keys)
-  sweep_wall = build_s + (time.perf_counter() - t1)
-  sweep_params = jax.device_get(state.params)
-  del state
-  sw = dict(wall_s=sweep_wall, build_s=build_s, compile_s=compile_s, first_step_s=times[0],
-            steady_median_step_s=statistics.median(times[1:]) if len(times) > 1 else float("nan"),
-            step_times_s=times)
-  print(f"sweep: build {build_s:.1f} s, compile {compile_s:.1f} s, first step {times[0]:.2f} s, steady "
-        f"{sw['steady_median_step_s']:.3f} s/step, wall {sweep_wall:.1f} s", flush=True)
+  del setup, state
 
-  # ------------------------------------------------------------------ sequential
-  seq_runs, seq_losses, diffs = [], [], []
-  for i, m in enumerate(members):
-    t1 = time.perf_counter()
-    mcfg = sweep.member_config(cfg, m, i)
-    msetup, mstate = state_lib.build(mcfg, jax.random.PRNGKey(mcfg.seed))
-    mmesh = parallel.make_mesh(mcfg.get("mesh", {}).get("num_devices"))
-    mstep = step_lib.jit_train_step(msetup, mmesh)
-    mstate = mstate.replace(step=jnp.asarray(args.start_step, jnp.int32))
-    mstate = jax.device_put(mstate, parallel.replicated(mmesh))
-    mbuild_s = time.perf_counter() - t1
-    root = step_lib.augmentation_root_key(mcfg)
-    mkeys = [jax.random.fold_in(root, s) for s in step_ids]
-    mbatches = [jax.device_put(b, parallel.batch_sharding(mmesh)) for b in host_batches]
-    jax.block_until_ready((mkeys, mbatches))
-    t2 = time.perf_counter()
-    mstate, mcompile_s, mtimes, mlosses = run(mstep, mstate, mbatches, mkeys)
-    wall = mbuild_s + (time.perf_counter() - t2)
-    mparams = jax.device_get(mstate.params)
-    del mstate
-    d = max(float(np.abs(np.asarray(a) - np.asarray(b)[i]).max())
-            for a, b in zip(jax.tree.leaves(mparams), jax.tree.leaves(sweep_params)))
-    diffs.append(d)
-    seq_losses.append(mlosses)
-    seq_runs.append(dict(wall_s=wall, build_s=mbuild_s, compile_s=mcompile_s, first_step_s=mtimes[0],
-                         steady_median_step_s=statistics.median(mtimes[1:]) if len(mtimes) > 1 else float("nan"),
-                         step_times_s=mtimes, max_abs_param_diff_vs_sweep_member=d))
-    print(f"run {i} ({args.field}={m[args.field]}): build {mbuild_s:.1f} s, compile {mcompile_s:.1f} s, "
-          f"first step {mtimes[0]:.2f} s, steady {seq_runs[-1]['steady_median_step_s']:.3f} s/step, "
-          f"wall {wall:.1f} s; max|param - sweep member {i}| {d:.2e}", flush=True)
+  # ------------------------------------------------------------------ wall rounds
+  rounds: list[dict[str, Any]] = []
+  live: dict[str, Any] = {}      # the latest round's runners (older ones are freed)
 
-  load1 = _common.load_average()
-  seq_wall = sum(r["wall_s"] for r in seq_runs)
-  seq_compile = sum(r["compile_s"] for r in seq_runs)
-  seq_build = sum(r["build_s"] for r in seq_runs)
-  seq_steps = sum(sum(r["step_times_s"]) for r in seq_runs)
-  seq_steady = sum(r["steady_median_step_s"] for r in seq_runs)    # K single steps
-  one_compile_est = seq_runs[0]["build_s"] + seq_runs[0]["compile_s"] + seq_steps
-  loss_diff = float(np.abs(losses - np.stack(seq_losses, axis=1)).max())
+  def sweep_block() -> float:
+    live.clear()
+    job = sweep_job(cfg, members, k, args, host_batches, step_ids)
+    live["sweep"] = job.pop("runner")
+    rounds.append({"sweep": job})
+    print(f"round {len(rounds)} sweep: build {job['build_s']:.1f} s, compile {job['compile_s']:.1f} s, first step "
+          f"{job['first_step_s']:.2f} s, steady {job['steady_median_step_s']:.3f} s/step, wall {job['wall_s']:.1f} s",
+          flush=True)
+    return job["wall_s"]
+
+  def sequential_block() -> float:
+    runs, live["runs"] = [], []
+    for i, m in enumerate(members):
+      job = run_job(cfg, m, i, args, host_batches, step_ids)
+      live["runs"].append(job.pop("runner"))
+      runs.append(job)
+      print(f"round {len(rounds)} run {i} ({args.field}={m[args.field]}): build {job['build_s']:.1f} s, compile "
+            f"{job['compile_s']:.1f} s, first step {job['first_step_s']:.2f} s, steady "
+            f"{job['steady_median_step_s']:.3f} s/step, wall {job['wall_s']:.1f} s", flush=True)
+    rounds[-1]["sequential"] = sequential_summary(runs)
+    return rounds[-1]["sequential"]["wall_s"]
+
+  wall = _common.interleave(("sweep", sweep_block), {"sequential": sequential_block}, rounds=args.rounds,
+                            load_limit=args.load_limit)
+  sweep_walls = [r["sweep"]["wall_s"] for r in rounds]
+  wall["comparisons"]["sequential_one_compile_estimate"] = _common.paired(
+      sweep_walls, [r["sequential"]["one_compile_estimate_wall_s"] for r in rounds])
+  wall["comparisons"]["compile"] = _common.paired(
+      [r["sweep"]["compile_s"] for r in rounds], [r["sequential"]["compile_s"] for r in rounds])
+
+  # ------------------------------------------------------------------ steady state
+  sweep_steps, run_steps = live["sweep"], live["runs"]
+  steady = None
+  if args.steady_rounds:
+    steady = _common.interleave(("sweep", sweep_steps.step), {"sequential": lambda: sum(r.step() for r in run_steps)},
+                                rounds=args.steady_rounds, load_limit=args.load_limit)
+
+  # ------------------------------------------------------------------ check
+  sweep_params = jax.device_get(sweep_steps.state.params)
+  diffs = []
+  for i, r in enumerate(run_steps):
+    mparams = jax.device_get(r.state.params)
+    diffs.append(max(float(np.abs(np.asarray(a) - np.asarray(b)[i]).max())
+                     for a, b in zip(jax.tree.leaves(mparams), jax.tree.leaves(sweep_params))))
+  for run_summary, d in zip(rounds[-1]["sequential"]["runs"], diffs):
+    run_summary["max_abs_param_diff_vs_sweep_member"] = d
+  n_checked = len(sweep_steps.times)
+  loss_diff = float(np.abs(np.stack(sweep_steps.losses) - np.stack([np.stack(r.losses) for r in run_steps],
+                                                                   axis=1)).max())
   pmax = max(float(np.abs(np.asarray(a)).max()) for a in jax.tree.leaves(sweep_params))
+  load1 = _common.load_average()
 
+  # ------------------------------------------------------------------ report
   print()
-  header = f"{'':<36}{'wall [s]':>10}{'build [s]':>11}{'compile [s]':>13}{'steps [s]':>11}{'steady [s/step]':>17}"
+  header = (f"{'round':<7}{'':<24}{'wall [s]':>10}{'build [s]':>11}{'compile [s]':>13}{'steps [s]':>11}"
+            f"{'steady [s/step]':>17}{'one compile (est.) [s]':>24}")
   print(header)
   print("-" * len(header))
-  print(f"{f'sweep (K={k}, one program)':<36}{sweep_wall:>10.1f}{build_s:>11.1f}{compile_s:>13.1f}"
-        f"{sum(times):>11.1f}{sw['steady_median_step_s']:>17.3f}")
-  print(f"{f'sequential ({k} runs)':<36}{seq_wall:>10.1f}{seq_build:>11.1f}{seq_compile:>13.1f}"
-        f"{seq_steps:>11.1f}{seq_steady:>17.3f}")
-  print(f"{'sequential, one compile (estimate)':<36}{one_compile_est:>10.1f}")
+  for n, r in enumerate(rounds, 1):
+    sw, sq = r["sweep"], r["sequential"]
+    print(f"{n:<7}{f'sweep (K={k}, one program)':<24}{sw['wall_s']:>10.1f}{sw['build_s']:>11.1f}"
+          f"{sw['compile_s']:>13.1f}{sum(sw['step_times_s']):>11.1f}{sw['steady_median_step_s']:>17.3f}")
+    print(f"{n:<7}{f'sequential ({k} runs)':<24}{sq['wall_s']:>10.1f}{sq['build_s']:>11.1f}{sq['compile_s']:>13.1f}"
+          f"{sq['steps_s']:>11.1f}{sq['steady_step_s_sum_over_runs']:>17.3f}{sq['one_compile_estimate_wall_s']:>24.1f}")
   print()
-  print(f"wall-time ratio sequential / sweep: {seq_wall / sweep_wall:.2f}x  (one-compile estimate: "
-        f"{one_compile_est / sweep_wall:.2f}x; steady state, {k} single steps / 1 sweep step: "
-        f"{seq_steady / sw['steady_median_step_s']:.2f}x; compile {seq_compile / compile_s:.2f}x)")
-  print(f"sweep member 0 vs sequential run 0 after {args.steps} steps: max |param diff| {diffs[0]:.2e} "
+  print(f"paired ratios sequential / sweep (above 1: the sweep is faster): median, spread "
+        f"{_common.RATIO_SPREAD}")
+  for label, key in (("wall (build + compile + steps)", "sequential"),
+                     ("wall, one compile (estimate)", "sequential_one_compile_estimate"), ("compile", "compile")):
+    print(f"  {label:<48}{_common.format_ratio(wall['comparisons'][key], wall['load_ok'])}")
+  if steady is not None:
+    print(f"  {f'steady state ({k} single steps / 1 sweep step)':<48}"
+          f"{_common.format_ratio(steady['comparisons']['sequential'], steady['load_ok'])}")
+  print(f"  wall rounds: {load_text(wall)}" + ("" if steady is None else f"; steady state: {load_text(steady)}"))
+  print(f"sweep member 0 vs sequential run 0 after {n_checked} steps: max |param diff| {diffs[0]:.2e} "
         f"(max |param| {pmax:.2f}); over all members {max(diffs):.2e}; max |loss diff| over all steps and "
         f"members {loss_diff:.2e}")
-  print(f"data + keys prepared outside the timings in {data_s:.1f} s; load average after: "
-        f"{_common.format_load(load1)}")
+  print(f"data prepared outside the timings in {data_s:.1f} s; load average before {_common.format_load(load0)}, "
+        f"after {_common.format_load(load1)}")
   tol = 1e-3 * max(1.0, pmax)
   ok = bool(diffs[0] <= tol)
   print(f"CHECK (sweep member 0 == sequential run 0, max |param diff| <= {tol:.0e}):", "PASS" if ok else "FAIL")
 
   if args.json:
+    def median_ratio(m: dict[str, Any] | None, key: str) -> float | None:
+      return None if m is None else m["comparisons"][key]["ratio"]["median"]
+
     _common.write_json(args.json, dict(
         benchmark="sweep", model=args.model, member_chunk=sweep.member_chunk(cfg, k), start_step=args.start_step,
-        batch=batch, steps=args.steps, members=members, field=args.field, values=values, log_every=LOG_EVERY,
-        device=jax.devices()[0].platform, jax=jax.__version__, cpu_count=os.cpu_count(),
-        load_average_before=list(load0), load_average_after=list(load1),
-        sweep=sw, sequential=dict(runs=seq_runs, wall_s=seq_wall, build_s=seq_build,
-                                  compile_s=seq_compile, steps_s=seq_steps,
-                                  steady_step_s_sum_over_runs=seq_steady,
-                                  one_compile_estimate_wall_s=one_compile_est),
-        ratio_wall_sequential_over_sweep=seq_wall / sweep_wall,
-        ratio_one_compile_estimate_over_sweep=one_compile_est / sweep_wall,
-        ratio_steady_sequential_over_sweep=seq_steady / sw["steady_median_step_s"],
-        member0_max_abs_param_diff=diffs[0], max_abs_param_diff_all_members=max(diffs),
+        batch=batch, steps=args.steps, rounds=args.rounds, steady_rounds=args.steady_rounds, members=members,
+        field=args.field, values=values, log_every=LOG_EVERY, device=jax.devices()[0].platform, jax=jax.__version__,
+        cpu_count=os.cpu_count(), usable_cpus=_common.available_cpus(), load_average_before=list(load0),
+        load_average_after=list(load1), load_limit=args.load_limit,
+        load_ok=wall["load_ok"] and (steady is None or steady["load_ok"]),
+        ratio_definition="t_sequential / t_sweep of each adjacent (sweep, sequential) pair (above 1: the sweep is "
+                         "faster)", spread=_common.RATIO_SPREAD,
+        # The last round (the one checked), under the keys of the earlier one-round output.
+        sweep=rounds[-1]["sweep"], sequential=rounds[-1]["sequential"], wall_rounds=rounds,
+        measurements=dict(wall=wall, steady=steady),
+        ratio_wall_sequential_over_sweep=median_ratio(wall, "sequential"),
+        ratio_one_compile_estimate_over_sweep=median_ratio(wall, "sequential_one_compile_estimate"),
+        ratio_compile_sequential_over_sweep=median_ratio(wall, "compile"),
+        ratio_steady_sequential_over_sweep=median_ratio(steady, "sequential"),
+        checked_steps=n_checked, member0_max_abs_param_diff=diffs[0], max_abs_param_diff_all_members=max(diffs),
         max_abs_param=pmax, max_abs_loss_diff=loss_diff, check_passed=ok))
   return 0 if ok else 1
 

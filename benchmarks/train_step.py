@@ -52,13 +52,38 @@ resnet18, batch 512, bfloat16 compute: jaxssl with encoder/projector dtype=bfloa
 torch.autocast("cuda", torch.bfloat16). On the CPU the default is convnet_small, batch
 256, float32.
 
-Timing: `--warmup` steps per side (the first jaxssl call compiles; its time is reported
-separately), then `--repeats` rounds; each round times one jaxssl step and one torch step
-(interleaved, so both see the same background load). Each step is synchronised (jax:
+Timing (`_common.interleave`): `--warmup` warm-up rounds, one step of every side each
+(the first jaxssl call compiles, the first torch.compile call compiles; their times are
+reported apart), then `--repeats` rounds; each round times, for every PyTorch row in
+turn, one jaxssl step and then one step of that row (jaxssl, eager, jaxssl,
+channels_last, jaxssl, torch.compile), so each torch step is paired with the jaxssl step
+just before it and both saw the same background load. Each step is synchronised (jax:
 block_until_ready; torch: cuda.synchronize on GPU, eager CPU ops are synchronous).
-images/s = batch / median step time (each image gives two views). The load average is
-printed because other processes share the CPUs; torch runs with torch.set_num_threads(
-os.cpu_count()), XLA uses all visible cores.
+Reported per row: the paired ratios t_torch / t_jaxssl of those adjacent pairs (jaxssl's
+throughput relative to that row: above 1, jaxssl is faster), their median and their
+spread as min-max and inter-quartile range; per side the median and minimum step time,
+images/s = batch / median step time (each image gives two views) and the cores it kept
+busy (process CPU time / wall time of its steps).
+
+PyTorch rows: eager (the reference), channels_last (network and input views in
+`torch.channels_last` memory format) and torch.compile (the network compiled with
+`--torch-compile-backend`, default inductor, which needs a C++ compiler on the CPU; if it
+fails, the row says "unavailable: <reason>" and the rest is measured). `--torch-variants`
+picks the rows.
+
+Threads: the full-thread row gives both sides the CPUs this process may use,
+len(os.sched_getaffinity(0)) (`_common.available_cpus`): XLA:CPU sizes its thread pool by
+them, torch gets torch.set_num_threads of as many. On the CPU a second, one-thread-per-side
+row follows (`--no-one-thread` skips it): the script reruns itself in a child process that
+pins itself to its first usable CPU before importing jax (`_common.pin_to_one_cpu`, the
+same as `taskset -c N`) and sets torch.set_num_threads(1). XLA's intra-op threads are
+fixed when its backend starts, so this cannot be done in the same process, and
+XLA_FLAGS=--xla_cpu_multi_thread_eigen=false does not restrict XLA:CPU in jaxlib 0.10;
+the "cores busy" column shows that the pinned child never keeps more than one core busy.
+
+Load: the 1-minute load average is read before, between the rounds of and after each
+row's measurement; if any exceeds `--load-limit` (default 1.5, `_common.LOAD_LIMIT`) the
+row is marked "not a clean measurement" in the output and "load_ok": false in --json.
 
 The PyTorch side is `benchmarks/_torch_reference.py`. That it computes the same step as
 jaxssl (same loss, gradients, update and BatchNorm statistics from the same weights and
@@ -66,20 +91,29 @@ views) is checked numerically by `tests/test_torch_reference.py` on a tiny netwo
 script only times the two sides.
 
     python benchmarks/train_step.py [--model convnet_small|resnet18] [--batch 256]
-        [--repeats 20] [--warmup 3] [--gpu | --cpu] [--dtype float32|bfloat16] [--json out.json]
+        [--repeats 20] [--warmup 3] [--gpu | --cpu] [--dtype float32|bfloat16]
+        [--torch-variants eager,channels_last,compile] [--torch-compile-backend inductor]
+        [--no-one-thread] [--load-limit 1.5] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
-import time
+import tempfile
+from typing import Any
 
+import _common  # (benchmarks/ is the script's directory; it imports neither jax nor torch)
+
+ONE_THREAD_CHILD = "--one-thread-child"   # internal: the one-thread-per-side child process
+# The child pins itself before jax (or torch) is imported: XLA sizes its thread pool then.
+PINNED_CPU = _common.pin_to_one_cpu() if ONE_THREAD_CHILD in sys.argv else None
 if "--cpu" in sys.argv:
   os.environ["JAX_PLATFORMS"] = "cpu"
 
-import _common  # noqa: E402  (benchmarks/ is the script's directory)
 import _torch_reference  # noqa: E402
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
@@ -88,6 +122,11 @@ from jaxssl import config as config_lib  # noqa: E402
 from jaxssl import parallel, state as state_lib, step as step_lib  # noqa: E402
 
 LOG_EVERY = _common.LOG_EVERY
+JAX_SIDE = "jaxssl"
+# --torch-variants name -> the row's side name.
+TORCH_SIDES = {"eager": "torch eager", "channels_last": "torch channels_last", "compile": "torch.compile"}
+RATIO_DEFINITION = ("t_torch / t_jaxssl of each adjacent (jaxssl step, torch step) pair: jaxssl's throughput "
+                    "relative to that PyTorch row (above 1: jaxssl is faster)")
 
 
 # ----------------------------------------------------------------------------- config
@@ -115,6 +154,182 @@ def make_config(model: str, batch: int, dtype: str) -> ml_collections.ConfigDict
   return cfg
 
 
+# ----------------------------------------------------------------------------- sides
+
+class JaxSide:
+  """One synchronised jaxssl step per call, on one device batch, with the next key."""
+
+  def __init__(self, step_fn: Any, state: Any, batch: Any, keys: list[Any]):
+    self.step_fn, self.state, self.batch, self.keys = step_fn, state, batch, keys
+    self.metrics: Any = None
+    self.calls = 0
+
+  def __call__(self) -> None:
+    self.state, self.metrics = self.step_fn(self.state, self.batch, self.keys[self.calls])
+    jax.block_until_ready((self.state, self.metrics))
+    self.calls += 1
+
+
+class TorchSide:
+  """One synchronised step of a `_torch_reference.TorchTrainer` per call; keeps the last loss."""
+
+  def __init__(self, trainer: Any, images: Any, labels: Any, sync: Any):
+    self.trainer, self.images, self.labels, self.sync = trainer, images, labels, sync
+    self.loss: Any = None
+
+  def __call__(self) -> None:
+    self.loss = self.trainer.step(self.images, self.labels)
+    self.sync()
+
+
+def parse_variants(text: str) -> list[str]:
+  """'eager,compile' -> ["eager", "compile"] (names of TORCH_SIDES, in that order)."""
+  want = [v.strip() for v in text.split(",") if v.strip()]
+  unknown = sorted(set(want) - set(TORCH_SIDES))
+  if unknown or not want:
+    raise SystemExit(f"--torch-variants {text!r}: choose from {', '.join(TORCH_SIDES)}")
+  return [v for v in TORCH_SIDES if v in want]
+
+
+# ----------------------------------------------------------------------------- one measurement
+
+def measure(args: argparse.Namespace, torch_mods: tuple, gpu: bool, threads: int) -> dict[str, Any]:
+  """One row group: jaxssl against every --torch-variants row, interleaved, at `threads`.
+
+  Returns the `_common.interleave` measurement plus what the table and --json need:
+  threads_per_side, torch_threads, jax_usable_cpus, per side its summary ("sides_summary":
+  median/min step time, images/s, cores busy, first call, last loss) and the setup
+  description ("setup").
+  """
+  torch, nn, F, defs = torch_mods
+  model = args.model or ("resnet18" if gpu else "convnet_small")
+  batch = args.batch or (512 if gpu else 256)
+  dtype = args.dtype or ("bfloat16" if gpu else "float32")
+  device = torch.device("cuda" if gpu else "cpu")
+  torch.set_num_threads(threads)
+  sync = torch.cuda.synchronize if gpu else (lambda: None)
+
+  cfg = make_config(model, batch, dtype)
+  setup, state = state_lib.build(cfg, jax.random.PRNGKey(args.seed))
+  mesh = parallel.make_mesh(1)
+  step_fn = step_lib.jit_train_step(setup, mesh)
+  # Placed as the step returns it: otherwise the second call compiles once more (for the
+  # committed, replicated state the first call returns) and lands in the timed rounds.
+  state = jax.device_put(state, parallel.replicated(mesh))
+  host_batch = _common.synthetic_batches(1, batch, setup.image_shape, setup.num_classes, args.seed)[0]
+  batch_j = jax.device_put(host_batch, parallel.batch_sharding(mesh))
+  root = step_lib.augmentation_root_key(cfg)
+  variants = parse_variants(args.torch_variants)
+  n_keys = args.warmup + args.repeats * len(variants)    # jaxssl runs once per warm-up round and per pair
+  keys = [jax.device_put(jax.random.fold_in(root, s), parallel.replicated(mesh)) for s in range(n_keys)]
+  jax_side = JaxSide(step_fn, state, batch_j, keys)
+
+  images_t = torch.from_numpy(host_batch["image"]).to(device)
+  labels_t = torch.from_numpy(host_batch["label"]).long().to(device)
+  sides: dict[str, TorchSide] = {}
+  unavailable: dict[str, str] = {}
+  n_params = 0
+  for v in variants:
+    trainer = _torch_reference.TorchTrainer(torch, nn, F, defs, cfg, setup.view_cfgs, setup.image_shape[-1],
+                                            setup.num_classes, device, dtype == "bfloat16", args.seed,
+                                            channels_last=(v == "channels_last"))
+    n_params = sum(p.numel() for p in trainer.net.parameters())
+    if v == "compile":
+      try:
+        trainer.net = torch.compile(trainer.net, backend=args.torch_compile_backend)
+      except Exception as e:   # e.g. an unknown backend; compile errors proper come at the first call
+        unavailable[TORCH_SIDES[v]] = _common.one_line_error(e)
+        continue
+    sides[TORCH_SIDES[v]] = TorchSide(trainer, images_t, labels_t, sync)
+
+  print(f"[{threads} thread(s) per side] SimCLR train step, {model} {dict(cfg.model.encoder_kwargs)} + MLP "
+        f"projector {cfg.model.projector.hidden_dim}-{cfg.model.projector.out_dim} ({n_params / 1e6:.2f}M params), "
+        f"batch {batch} x {'x'.join(map(str, setup.image_shape))} uint8 (2 views each), augment preset "
+        f"{cfg.data.augment!r}, NT-Xent tau {cfg.loss.temperature}, AdamW, online probe, {dtype}, "
+        f"{'GPU' if gpu else 'CPU'}; diagnostics off (train.log_every={LOG_EVERY})", flush=True)
+  print(f"  jax {jax.__version__} ({jax.devices()[0].platform}: {jax.devices()[0].device_kind}), torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads{', ' + torch.cuda.get_device_name() if gpu else ''}); "
+        f"{_common.cpu_description()}{f', pinned to CPU {PINNED_CPU}' if PINNED_CPU is not None else ''}; "
+        f"load average {_common.format_load(_common.load_average())}", flush=True)
+
+  m = _common.interleave((JAX_SIDE, jax_side), sides, rounds=args.repeats, warmup=args.warmup,
+                         catch=[TORCH_SIDES["compile"]], load_limit=args.load_limit)
+  for name, why in unavailable.items():
+    m["comparisons"][name] = {"unavailable": why}
+  summary = {}
+  for name, side in {JAX_SIDE: jax_side, **sides}.items():
+    t, c = m["sides"][name]["times_s"], m["sides"][name]["cpu_s"]
+    warm = m["warmup_s"][name]
+    if not t:
+      continue
+    med = statistics.median(t)
+    loss = side.metrics["loss"] if name == JAX_SIDE else side.loss.detach()
+    summary[name] = dict(median_s=med, min_s=min(t), images_per_s=batch / med, cores_busy=sum(c) / sum(t),
+                         first_call_s=warm[0] if warm else None, last_loss=float(loss))
+  m.update(threads_per_side=threads, torch_threads=torch.get_num_threads(),
+           jax_usable_cpus=_common.available_cpus(), pinned_cpu=PINNED_CPU, sides_summary=summary,
+           ratio_definition=RATIO_DEFINITION, spread=_common.RATIO_SPREAD,
+           setup=dict(model=model, batch=batch, dtype=dtype, device="gpu" if gpu else "cpu",
+                      image_shape=list(setup.image_shape), augment_preset=cfg.data.augment,
+                      temperature=float(cfg.loss.temperature), torch_params=n_params,
+                      torch_variants=variants, torch_compile_backend=args.torch_compile_backend))
+  return m
+
+
+def one_thread_row(args: argparse.Namespace) -> dict[str, Any]:
+  """The one-thread-per-side measurement, from a child process pinned to one CPU (see the
+  module docstring); {"unavailable": why} if the child fails."""
+  fd, path = tempfile.mkstemp(suffix=".json", prefix="train_step_1thread_")
+  os.close(fd)
+  cmd = [sys.executable, os.path.abspath(__file__), ONE_THREAD_CHILD, "--json", path,
+         "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--seed", str(args.seed),
+         "--torch-variants", args.torch_variants, "--torch-compile-backend", args.torch_compile_backend,
+         "--load-limit", str(args.load_limit)]
+  for flag in ("model", "batch", "dtype"):
+    if getattr(args, flag) is not None:
+      cmd += [f"--{flag}", str(getattr(args, flag))]
+  if args.cpu:
+    cmd.append("--cpu")
+  try:
+    rc = subprocess.call(cmd)
+    if rc != 0:
+      return {"unavailable": f"the one-thread child process exited with status {rc}"}
+    with open(path) as f:
+      return json.load(f)
+  finally:
+    os.unlink(path)
+
+
+# ----------------------------------------------------------------------------- output
+
+def print_rows(rows: dict[str, dict[str, Any]]) -> None:
+  """The table: per row group (thread setting) every side, and each PyTorch row's paired ratio."""
+  header = (f"{'side':<22}{'median [ms]':>12}{'min [ms]':>10}{'images/s':>10}{'cores busy':>12}"
+            f"{'last loss':>11}   paired ratio jaxssl / this row")
+  for m in rows.values():
+    if "unavailable" in m:
+      print(f"\none thread per side: unavailable: {m['unavailable']}")
+      continue
+    loads, clean = m["load_1min"], m["load_ok"]
+    verdict = "ok" if clean else f"above {m['load_limit']}: NOT a clean measurement"
+    print(f"\n{m['threads_per_side']} thread(s) per side (torch.set_num_threads({m['torch_threads']}); XLA on "
+          f"{m['jax_usable_cpus']} usable CPU(s){'' if m['pinned_cpu'] is None else ', pinned'}); {m['rounds']} "
+          f"rounds after {m['warmup_blocks']} warm-up; 1-minute load average {min(loads):.2f}..{max(loads):.2f}"
+          f" ({verdict})")
+    print(header)
+    print("-" * (len(header) + 20))
+    for name, cmp in [(m["a"], None), *m["comparisons"].items()]:
+      s = m["sides_summary"].get(name)
+      if s is None:
+        print(f"{name:<22}{_common.format_ratio(cmp)}")
+        continue
+      ratio = "" if cmp is None else _common.format_ratio(cmp, clean)
+      print(f"{name:<22}{1e3 * s['median_s']:>12.1f}{1e3 * s['min_s']:>10.1f}{s['images_per_s']:>10.0f}"
+            f"{s['cores_busy']:>12.2f}{s['last_loss']:>11.4f}   {ratio}")
+    firsts = {n: s["first_call_s"] for n, s in m["sides_summary"].items() if s["first_call_s"] is not None}
+    print("first calls (incl. compile): " + ", ".join(f"{n} {t:.1f} s" for n, t in firsts.items()))
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -124,113 +339,75 @@ def main(argv=None):
   ap.add_argument("--batch", type=int, default=None, help="default: 512 on a GPU, 256 on the CPU")
   ap.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                   help="compute dtype; default bfloat16 on a GPU, float32 on the CPU")
-  ap.add_argument("--repeats", type=int, default=20)
-  ap.add_argument("--warmup", type=int, default=3)
+  ap.add_argument("--repeats", type=int, default=20, help="interleaved rounds (paired ratios per PyTorch row)")
+  ap.add_argument("--warmup", type=int, default=3, help="warm-up rounds (the first compiles)")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--torch-variants", type=str, default=",".join(TORCH_SIDES),
+                  help=f"comma-separated PyTorch rows: {', '.join(TORCH_SIDES)}")
+  ap.add_argument("--torch-compile-backend", type=str, default="inductor")
+  ap.add_argument("--no-one-thread", action="store_true", help="skip the one-thread-per-side row (CPU)")
+  ap.add_argument("--load-limit", type=float, default=_common.LOAD_LIMIT,
+                  help="1-minute load average above which a ratio is not a clean measurement")
   ap.add_argument("--gpu", action="store_true", help="require a GPU on both sides")
   ap.add_argument("--cpu", action="store_true", help="run both sides on the CPU (sets JAX_PLATFORMS=cpu)")
+  ap.add_argument(ONE_THREAD_CHILD, action="store_true", help=argparse.SUPPRESS)
   ap.add_argument("--json", type=str, default=None, help="also write results here")
   args = ap.parse_args(argv)
+  parse_variants(args.torch_variants)
 
   try:
-    torch, nn, F, defs = _torch_reference.torch_side()
+    torch_mods = _torch_reference.torch_side()
   except ImportError:
     print(_common.TORCH_MISSING)
     return 2
-
+  torch = torch_mods[0]
   gpu = (not args.cpu) and jax.default_backend() == "gpu" and torch.cuda.is_available()
   if args.gpu and not gpu:
     print(f"--gpu: no GPU on both sides (jax backend {jax.default_backend()!r}, "
           f"torch.cuda.is_available()={torch.cuda.is_available()})")
     return 2
-  model = args.model or ("resnet18" if gpu else "convnet_small")
-  batch = args.batch or (512 if gpu else 256)
-  dtype = args.dtype or ("bfloat16" if gpu else "float32")
-  device = torch.device("cuda" if gpu else "cpu")
-  torch.set_num_threads(os.cpu_count())
   if gpu:
     # Plain float32 semantics for the float32 parts on both sides (the bf16 parts are bf16).
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-  sync = torch.cuda.synchronize if gpu else (lambda: None)
 
-  cfg = make_config(model, batch, dtype)
-  setup, state = state_lib.build(cfg, jax.random.PRNGKey(args.seed))
-  mesh = parallel.make_mesh(1)
-  step_fn = step_lib.jit_train_step(setup, mesh)
-  host_batch = _common.synthetic_batches(1, batch, setup.image_shape, setup.num_classes, args.seed)[0]
-  batch_j = jax.device_put(host_batch, parallel.batch_sharding(mesh))
-  root = step_lib.augmentation_root_key(cfg)
-  n_keys = 1 + args.warmup + args.repeats
-  keys = [jax.device_put(jax.random.fold_in(root, s), parallel.replicated(mesh)) for s in range(n_keys)]
-
-  trainer = _torch_reference.TorchTrainer(torch, nn, F, defs, cfg, setup.view_cfgs, setup.image_shape[-1],
-                         setup.num_classes, device, dtype == "bfloat16", args.seed)
-  images_t = torch.from_numpy(host_batch["image"]).to(device)
-  labels_t = torch.from_numpy(host_batch["label"]).long().to(device)
+  if args.one_thread_child:
+    m = measure(args, torch_mods, gpu, 1)
+    if args.json:
+      _common.write_json(args.json, m)
+    return 0
 
   load0 = _common.load_average()
-  n_params = sum(p.numel() for p in trainer.net.parameters())
-  print(f"SimCLR train step, {model} {dict(cfg.model.encoder_kwargs)} + MLP projector {cfg.model.projector.hidden_dim}-"
-        f"{cfg.model.projector.out_dim} ({n_params / 1e6:.2f}M params), batch {batch} x "
-        f"{'x'.join(map(str, setup.image_shape))} uint8 (2 views each), augment preset "
-        f"{cfg.data.augment!r}, NT-Xent tau {cfg.loss.temperature}, AdamW, online probe, {dtype}, "
-        f"{'GPU' if gpu else 'CPU'}; diagnostics off (train.log_every={LOG_EVERY})")
-  print(f"jax {jax.__version__} ({jax.devices()[0].platform}: {jax.devices()[0].device_kind}), "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads"
-        f"{', ' + torch.cuda.get_device_name() if gpu else ''}); {_common.cpu_description()}; "
-        f"load average {_common.format_load(load0)} (other processes share the CPUs)")
-  print(f"median of {args.repeats} interleaved rounds after {args.warmup} warm-up steps per side")
-  print()
-
-  # ---------------------------------------------------------------- timing
-  t0 = time.perf_counter()
-  state, m = step_fn(state, batch_j, keys[0])
-  jax.block_until_ready((state, m))
-  first_s = time.perf_counter() - t0
-  for i in range(args.warmup):
-    state, m = step_fn(state, batch_j, keys[1 + i])
-    jax.block_until_ready((state, m))
-  for _ in range(args.warmup + 1):
-    trainer.step(images_t, labels_t)
-    sync()
-  jt, tt = [], []
-  for i in range(args.repeats):
-    k = keys[1 + args.warmup + i]
-    t0 = time.perf_counter()
-    state, m = step_fn(state, batch_j, k)
-    jax.block_until_ready((state, m))
-    jt.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    loss = trainer.step(images_t, labels_t)
-    sync()
-    tt.append(time.perf_counter() - t0)
-  jloss, tloss = float(m["loss"]), float(loss.detach())
+  rows = {"full_threads": measure(args, torch_mods, gpu, _common.available_cpus())}
+  if gpu:
+    rows["one_thread"] = {"unavailable": "not measured on a GPU"}
+  elif not args.no_one_thread:
+    rows["one_thread"] = one_thread_row(args)
   load1 = _common.load_average()
-
-  jm, tm = statistics.median(jt), statistics.median(tt)
-  header = f"{'side':<26}{'step median [ms]':>18}{'min [ms]':>10}{'images/s':>11}{'last loss':>11}"
-  print(header)
-  print("-" * len(header))
-  print(f"{'jaxssl (jit, XLA)':<26}{1e3 * jm:>18.1f}{1e3 * min(jt):>10.1f}{batch / jm:>11.0f}{jloss:>11.4f}")
-  print(f"{'torch (eager)':<26}{1e3 * tm:>18.1f}{1e3 * min(tt):>10.1f}{batch / tm:>11.0f}{tloss:>11.4f}")
-  print()
-  print(f"throughput ratio jaxssl / torch: {tm / jm:.2f}x   (jaxssl first call incl. compile: {first_s:.1f} s)")
-  print(f"load average after: {_common.format_load(load1)}")
+  print_rows(rows)
+  print(f"\nratio: {RATIO_DEFINITION}; spread: {_common.RATIO_SPREAD}")
+  print(f"load average before {_common.format_load(load0)}, after {_common.format_load(load1)}")
 
   if args.json:
+    full = rows["full_threads"]
+    eager = full["comparisons"].get(TORCH_SIDES["eager"], {})
+    js, ts = full["sides_summary"][JAX_SIDE], full["sides_summary"].get(TORCH_SIDES["eager"])
+    # The keys of the earlier single-thread-setting output, from the full-thread eager row
+    # (the ratio is now the median paired ratio, no longer a ratio of two medians).
+    results = dict(jax_median_s=js["median_s"], jax_images_per_s=js["images_per_s"],
+                   jax_first_call_s=js["first_call_s"], jax_times_s=full["sides"][JAX_SIDE]["times_s"],
+                   jax_last_loss=js["last_loss"])
+    if ts is not None and "ratio" in eager:
+      results.update(torch_median_s=ts["median_s"], torch_images_per_s=ts["images_per_s"],
+                     ratio_jax_over_torch_images_per_s=eager["ratio"]["median"],
+                     torch_times_s=full["sides"][TORCH_SIDES["eager"]]["times_s"], torch_last_loss=ts["last_loss"])
     _common.write_json(args.json, dict(
-        benchmark="train_step", model=model, batch=batch, dtype=dtype, device="gpu" if gpu else "cpu",
-        image_shape=list(setup.image_shape), augment_preset=cfg.data.augment,
-        temperature=float(cfg.loss.temperature), optimizer="adamw", log_every=LOG_EVERY,
-        repeats=args.repeats, warmup=args.warmup, load_average_before=list(load0),
-        load_average_after=list(load1), cpu_count=os.cpu_count(), jax=jax.__version__,
-        jax_device=jax.devices()[0].device_kind, torch=torch.__version__,
-        torch_threads=torch.get_num_threads(), torch_params=n_params,
-        results=dict(jax_median_s=jm, torch_median_s=tm, jax_images_per_s=batch / jm,
-                     torch_images_per_s=batch / tm, ratio_jax_over_torch_images_per_s=tm / jm,
-                     jax_first_call_s=first_s, jax_times_s=jt, torch_times_s=tt,
-                     jax_last_loss=jloss, torch_last_loss=tloss)))
+        benchmark="train_step", **full["setup"], optimizer="adamw", log_every=LOG_EVERY,
+        repeats=args.repeats, warmup=args.warmup, load_average_before=list(load0), load_average_after=list(load1),
+        load_limit=args.load_limit, load_ok=all(r.get("load_ok", True) for r in rows.values()),
+        cpu_count=os.cpu_count(), usable_cpus=_common.available_cpus(), jax=jax.__version__,
+        jax_device=jax.devices()[0].device_kind, torch=torch.__version__, torch_threads=full["torch_threads"],
+        ratio_definition=RATIO_DEFINITION, spread=_common.RATIO_SPREAD, rows=rows, results=results))
   return 0
 
 
