@@ -26,6 +26,7 @@ import jax
 import ml_collections
 
 from jaxssl import checkpoint as ckpt_lib
+from jaxssl import compilation_cache
 from jaxssl import config as config_lib
 from jaxssl import data as data_lib
 from jaxssl import evaluate as eval_lib
@@ -215,6 +216,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
   config_lib.validate_config(cfg)
   if members:
     sweep_lib.check_sweep_config(cfg)
+  compilation_cache.enable()     # before this process compiles anything, or it has no effect
   if resume and not os.path.isdir(workdir):
     raise ConfigError(f"--resume given but workdir {workdir!r} does not exist; "
                       "start a new run without --resume, or point --workdir at an existing run.")
