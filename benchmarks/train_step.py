@@ -147,10 +147,7 @@ def make_config(model: str, batch: int, dtype: str) -> ml_collections.ConfigDict
   elif model != "convnet_small":
     raise SystemExit(f"--model {model!r}: use convnet_small or resnet18")
   cfg = config_lib.load_config(path, over)
-  if dtype != "float32":
-    with cfg.unlocked():
-      cfg.model.encoder_kwargs["dtype"] = dtype
-      cfg.model.projector["dtype"] = dtype
+  config_lib.set_field(cfg, "model.dtype", dtype)    # compute dtype; params and loss stay float32
   return cfg
 
 

@@ -243,12 +243,9 @@ def shrink(cfg: Any, dry_run: bool) -> Any:
 
 
 def set_compute_dtype(cfg: Any, dtype: str) -> Any:
-  """Encoder and projector compute in `dtype` (the models' `dtype` argument); parameters,
-  BatchNorm statistics and the loss stay float32."""
-  if dtype != "float32":
-    with cfg.unlocked():
-      cfg.model.encoder_kwargs["dtype"] = dtype
-      cfg.model.projector = dict(cfg.model.projector, dtype=dtype)
+  """`config.model.dtype`: the network computes in `dtype`; parameters, BatchNorm statistics
+  and the loss stay float32."""
+  config_lib.set_field(cfg, "model.dtype", dtype)
   return cfg
 
 
@@ -324,7 +321,7 @@ def stage_train_step(rec: Recorder, sz: dict[str, Any], args: Any) -> None:
           optimizer=cfg0.optim.name, warmup_steps=sz["train_warmup"], timed_steps=sz["train_steps"],
           rounds=sz["train_rounds"], torch_compile_backend=sz["torch_compile_backend"],
           torch_device=str(torch_device) if torch_device is not None else None,
-          bf16_method="config.model.encoder_kwargs.dtype and projector.dtype = bfloat16 (the models' compute "
+          bf16_method="config.model.dtype = bfloat16 (the models' compute "
                       "dtype; parameters, BatchNorm statistics and the loss float32); PyTorch: "
                       "torch.autocast(bfloat16)",
           f32_precision=("float32 at JAX's default precision (XLA runs float32 dots and convolutions on "
