@@ -66,14 +66,6 @@ def quick_grid(grid: list[tuple[str, list[float]]]) -> list[tuple[str, list[floa
   return [(field, values if i == 0 else values[:1]) for i, (field, values) in enumerate(grid)]
 
 
-def criterion_score(name: str, value: float) -> float:
-  """The ordering `jaxssl sweep --select` uses: larger is better (alpha-ReQ: closest to 1)."""
-  _, better = sweep.SELECTION_CRITERIA[name]
-  if not math.isfinite(value):
-    return -math.inf
-  return -abs(value - 1.0) if better == "near_1" else value
-
-
 def oracle_gap(scores: np.ndarray, probe: np.ndarray) -> float:
   """Best probe accuracy minus the probe accuracy of the highest-scoring member (points)."""
   return float(probe.max() - probe[int(np.argmax(scores))])
@@ -96,7 +88,7 @@ def statistics(rows: list[dict], seed: int = 0) -> dict:
          "random_pick_gap_ci": interval([probe[d].max() - probe[d].mean() for d in draws]) if len(rows) else None,
          "criteria": {}}
   for name, key in CRITERIA:
-    scores = np.array([criterion_score(name, r[key]) for r in rows])
+    scores = np.array([sweep.criterion_score(name, r[key]) for r in rows])
     finite = np.where(np.isfinite(scores), scores, np.nan)
     out["criteria"][name] = {
         "spearman": sweep.spearman(finite, probe),

@@ -326,6 +326,15 @@ def _ranks(v: np.ndarray) -> np.ndarray:
   return ranks
 
 
+def criterion_score(criterion: str, value: float | None) -> float:
+  """The order `--select criterion` ranks by, larger first: the value, or -|value - 1| for a
+  criterion best near 1 (alpha-ReQ); a missing or non-finite value scores -inf (ranks last)."""
+  _, better = SELECTION_CRITERIA[criterion]
+  if value is None or not np.isfinite(value):
+    return -np.inf
+  return -abs(value - 1.0) if better == "near_1" else float(value)
+
+
 def select_member(results: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
   """The member chosen by `criterion` and every member's criteria, best first.
 
@@ -335,19 +344,14 @@ def select_member(results: list[dict[str, Any]], criterion: str) -> dict[str, An
   """
   if criterion not in SELECTION_CRITERIA:
     raise ConfigError(f"--select {criterion!r}; use one of {', '.join(SELECTION_CRITERIA)}")
-  key, better = SELECTION_CRITERIA[criterion]
+  key, _ = SELECTION_CRITERIA[criterion]
   rows = []
   for r in results:
     model = r.get("model", {})
     rows.append({"member": r["member"], "hparams": r["hparams"],
                  **{k: model.get(k) for k, _ in SELECTION_CRITERIA.values()}})
 
-  def score(row):
-    v = row.get(key)
-    if v is None or not np.isfinite(v):
-      return -np.inf
-    return -abs(v - 1.0) if better == "near_1" else v
-  ranking = sorted(rows, key=score, reverse=True)
+  ranking = sorted(rows, key=lambda row: criterion_score(criterion, row.get(key)), reverse=True)
   probe = [row.get("linear_probe") for row in rows]
   rho = {k: spearman([row.get(k) if row.get(k) is not None else np.nan for row in rows],
                      [p if p is not None else np.nan for p in probe])
