@@ -1,5 +1,5 @@
-"""Benchmark: a K = 8 member vmapped jaxssl sweep (one compiled program) against K
-sequential single runs of the same configs for the same number of steps, in one run.
+"""Benchmark: a K = 8 member jaxssl sweep against K sequential single runs of the same
+configs for the same number of steps, in one run.
 
 Default: SimCLR on the Fashion-MNIST small ConvNet (experiments/configs/simclr.py, batch
 256), `loss.temperature` swept over 8 values, `--steps 30`. `--model resnet18` uses
@@ -8,12 +8,17 @@ CIFAR-size batch (default 64 on the CPU; keep --steps small there).
 
 Both sides train on synthetic uint8 batches (no dataset needed): the same sequence of
 batches for every member and every run. Exactly as `jaxssl.run.train` does:
-  sweep       `state.build` -> `sweep.stack_members` -> `sweep.jit_member_step` (members
-              mapped inside one program), member i draws its augmentations from stream i;
+  sweep       `state.build` -> `sweep.stack_members` -> `sweep.jit_member_step` in the
+              member mode `--member-mode` picks (`sweep.member_mode`; on the CPU by default
+              "sequential": the single-run step, compiled once, called for each member on
+              the shared batch; "program": the members mapped inside one compiled step);
+              member i draws its augmentations from stream i;
   sequential  for each member i: `sweep.member_config(cfg, member_i, i)` (its
               hyperparameter and `train.aug_stream = i`) -> `state.build` ->
-              `step.jit_train_step` -> steps. Each run is built and compiled anew, as separate jobs would be
-              (the Python start-up and imports of separate processes are not counted).
+              `step.jit_train_step` -> steps. Each run is built and compiled anew, as separate
+              jobs without a shared compilation cache would be (the Python start-up and imports of
+              separate processes are not counted); the "one compile" estimate below is the
+              same runs sharing one compilation, the best a shared cache could do.
 `train.log_every` is set to 10**9 and both sides start their step counter at
 `--start-step` (default 1), so the in-graph spectrum diagnostics (which run when
 step % log_every == 0) are never computed. The default is 1 rather than 0 because on the
@@ -129,16 +134,19 @@ def sweep_job(cfg: Any, members: list[dict], k: int, args: Any, host_batches: li
   `job_summary` and "runner" (the Steps, for the steady state and the check)."""
   t0 = time.perf_counter()
   setup, state = state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))
-  mesh = sweep.make_member_mesh(cfg)
+  mesh = sweep.make_sweep_mesh(cfg)
   state = sweep.stack_members(cfg, state, members)
   state = state.replace(step=jnp.asarray(args.start_step, jnp.int32))
   step_fn, state_sh = sweep.jit_member_step(setup, mesh, state)
-  state = jax.device_put(state, state_sh)
+  if sweep.member_mode(cfg) == "sequential":
+    state = sweep.split_members(state, state_sh)    # K single-run states, as jaxssl.run.train does
+  else:
+    state = jax.device_put(state, state_sh)
   build_s = time.perf_counter() - t0
   # Batches and keys are made outside the timed region (a data pipeline would prefetch).
   batches = [jax.device_put(b, parallel.batch_sharding(mesh)) for b in host_batches]
-  roots = [step_lib.augmentation_root_key(cfg, i) for i in range(k)]
-  keys = [jnp.stack([jax.random.fold_in(r, s) for r in roots]) for s in step_ids]
+  keys_for = sweep.member_keys_fn(cfg, k)
+  keys = [keys_for(s) for s in step_ids]
   jax.block_until_ready((batches, keys))
   runner, compile_s = compile_and_run(step_fn, state, batches, keys, args.steps)
   return dict(job_summary(build_s, compile_s, runner.times), runner=runner)
@@ -195,9 +203,12 @@ def main(argv=None):
   ap.add_argument("--start-step", type=int, default=1,
                   help="initial step counter of both sides (0 takes the diagnostics branch)")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--member-mode", choices=sweep.MEMBER_MODES, default="auto",
+                  help="config.mesh.member_mode: 'sequential' (the single-run step per member, compiled "
+                       "once), 'program' (members mapped in one compiled step), 'auto' (the backend's default)")
   ap.add_argument("--member-chunk", type=int, default=None,
-                  help="config.mesh.member_chunk: members per vmap (K: all vmapped; 1: lax.map one "
-                       "member at a time inside the step; default: the backend's default)")
+                  help="config.mesh.member_chunk in the program mode: members per vmap (K: all vmapped; 1: "
+                       "one member at a time, unrolled in the step; default: the backend's default)")
   ap.add_argument("--load-limit", type=float, default=_common.LOAD_LIMIT,
                   help="1-minute load average above which a ratio is not a clean measurement")
   ap.add_argument("--cpu", action="store_true", help="force the CPU (sets JAX_PLATFORMS=cpu)")
@@ -217,13 +228,16 @@ def main(argv=None):
   k = len(values)
   cfg = make_config(args.model, batch)
   cfg.mesh.member_chunk = args.member_chunk
+  cfg.mesh.member_mode = args.member_mode
+  mode = sweep.member_mode(cfg)
   members = sweep.members_from_sweep(cfg, [(args.field, values)])
   # Every job runs --steps steps; the last round's jobs go on for --steady-rounds more.
   step_ids = range(args.start_step, args.start_step + args.steps + args.steady_rounds)
 
   load0 = _common.load_average()
-  print(f"member_chunk={sweep.member_chunk(cfg, k)} (members per vmap inside the step)")
-  print(f"K={k} vmapped sweep of {args.field} = {values} vs {k} sequential single runs, {args.steps} "
+  print(f"member_mode={mode}" + (f", member_chunk={sweep.member_chunk(cfg, k)} (members per vmap inside the step)"
+                                  if mode == "program" else " (the single-run step, compiled once, per member)"))
+  print(f"K={k} sweep of {args.field} = {values} vs {k} sequential single runs, {args.steps} "
         f"steps each, {args.rounds} interleaved rounds + {args.steady_rounds} steady-state pairs; SimCLR "
         f"{cfg.model.encoder}, batch {batch}, {jax.devices()[0].platform}")
   print(f"jax {jax.__version__} ({jax.devices()[0].device_kind}, {jax.device_count()} device(s)); "
@@ -285,7 +299,7 @@ def main(argv=None):
                                 rounds=args.steady_rounds, load_limit=args.load_limit)
 
   # ------------------------------------------------------------------ check
-  sweep_params = jax.device_get(sweep_steps.state.params)
+  sweep_params = jax.device_get(sweep.stacked_state(sweep_steps.state).params)
   diffs = []
   for i, r in enumerate(run_steps):
     mparams = jax.device_get(r.state.params)
@@ -307,7 +321,7 @@ def main(argv=None):
   print("-" * len(header))
   for n, r in enumerate(rounds, 1):
     sw, sq = r["sweep"], r["sequential"]
-    print(f"{n:<7}{f'sweep (K={k}, one program)':<24}{sw['wall_s']:>10.1f}{sw['build_s']:>11.1f}"
+    print(f"{n:<7}{f'sweep (K={k}, {mode})':<24}{sw['wall_s']:>10.1f}{sw['build_s']:>11.1f}"
           f"{sw['compile_s']:>13.1f}{sum(sw['step_times_s']):>11.1f}{sw['steady_median_step_s']:>17.3f}")
     print(f"{n:<7}{f'sequential ({k} runs)':<24}{sq['wall_s']:>10.1f}{sq['build_s']:>11.1f}{sq['compile_s']:>13.1f}"
           f"{sq['steps_s']:>11.1f}{sq['steady_step_s_sum_over_runs']:>17.3f}{sq['one_compile_estimate_wall_s']:>24.1f}")
@@ -335,7 +349,8 @@ def main(argv=None):
       return None if m is None else m["comparisons"][key]["ratio"]["median"]
 
     _common.write_json(args.json, dict(
-        benchmark="sweep", model=args.model, member_chunk=sweep.member_chunk(cfg, k), start_step=args.start_step,
+        benchmark="sweep", model=args.model, member_mode=mode,
+        member_chunk=sweep.member_chunk(cfg, k) if mode == "program" else None, start_step=args.start_step,
         batch=batch, steps=args.steps, rounds=args.rounds, steady_rounds=args.steady_rounds, members=members,
         field=args.field, values=values, log_every=LOG_EVERY, device=jax.devices()[0].platform, jax=jax.__version__,
         cpu_count=os.cpu_count(), usable_cpus=_common.available_cpus(), load_average_before=list(load0),

@@ -198,7 +198,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {"model.dtype": "float32",
                                    "eval.monitor_every": 0, "eval.monitor_train_images": 5000,
                                    "eval.monitor_test_images": 1000,
                                    # multi-crop (jaxssl.multicrop): off by default
-                                   **multicrop_lib.DEFAULTS}
+                                   **multicrop_lib.DEFAULTS,
+                                   # sweeps: how members are stepped (jaxssl.sweep.member_mode)
+                                   "mesh.member_mode": "auto"}
 
 
 def add_engine_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -251,6 +253,7 @@ def _positive(cfg, dotted: str, *, allow_zero: bool = False) -> None:
 
 
 MODEL_DTYPES = ("float32", "bfloat16")
+MEMBER_MODES = ("auto", "program", "sequential")   # config.mesh.member_mode (jaxssl.sweep.member_mode)
 
 
 def _dtype_route_error(sub: str) -> str:
@@ -351,7 +354,9 @@ FIELD_DOCS = {
     "eval.monitor_test_images": "kNN monitor: the first N test images are the queries",
     "mesh.num_devices": "devices to use (None: all)",
     "mesh.member_devices": "sweeps: devices the member axis is sharded over",
-    "mesh.member_chunk": "sweeps: members per vmap (None: all on GPU/TPU, 1 on CPU)",
+    "mesh.member_chunk": "sweeps: members per vmap in the one-program mode (None: all on GPU/TPU, 1 on CPU)",
+    "mesh.member_mode": "sweeps: 'program' (members mapped in one step), 'sequential' (the single-run step "
+                        "per member) or 'auto' (sequential on CPU)",
 }
 
 
@@ -447,6 +452,9 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _int_at_least(cfg, "train.aug_stream", 0)
   validate_eval_config(cfg)
   validate_model_dtype(cfg)
+  mode = cfg.mesh.get("member_mode", "auto")
+  if mode not in MEMBER_MODES:
+    raise ConfigError(f"config.mesh.member_mode={mode!r}; use one of {', '.join(map(repr, MEMBER_MODES))}")
   multicrop_lib.validate(cfg)
   alarm = cfg.train.collapse_alarm
   if alarm.policy not in ("off", "warn", "stop"):

@@ -231,11 +231,10 @@ def _train_locked(cfg, workdir, *, resume, evaluate_at_end, members):
     sweep_lib.check_resume_members(workdir, members)
   setup, state = state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))
   if members:
-    mesh = sweep_lib.make_member_mesh(cfg)
+    mesh = sweep_lib.make_sweep_mesh(cfg)
     state = sweep_lib.stack_members(cfg, state, members)
     step_fn, state_sharding = sweep_lib.jit_member_step(setup, mesh, state)
-    roots = [step_lib.augmentation_root_key(cfg, i) for i in range(len(members))]
-    keys_for = lambda step: jax.numpy.stack([jax.random.fold_in(r, step) for r in roots])
+    keys_for = sweep_lib.member_keys_fn(cfg, len(members))
     records_fn = sweep_lib.member_records_fn(members)
     describe_failure = sweep_lib.describe_member_failure
   else:
@@ -286,15 +285,20 @@ def _train_locked(cfg, workdir, *, resume, evaluate_at_end, members):
                                         seed=cfg.seed, start_step=start, data_dir=cfg.data.data_dir,
                                         idx_dir=cfg.data.idx_dir)
 
+  loop_ckpt = ckpt
+  if members and sweep_lib.member_mode(cfg) == "sequential":
+    # K single-run states stepped in turn; checkpoints keep the stacked layout.
+    state, loop_ckpt = sweep_lib.split_members(state, state_sharding), sweep_lib.StackedCheckpoints(ckpt)
   try:
     result = loop_lib.run_loop(step_fn, state, cfg=cfg, workdir=workdir, start_step=start_step,
-                               make_iter=make_iter, keys_for=keys_for, ckpt=ckpt, state_sharding=state_sharding,
+                               make_iter=make_iter, keys_for=keys_for, ckpt=loop_ckpt, state_sharding=state_sharding,
                                records_fn=records_fn, describe_failure=describe_failure,
                                monitor_fn=monitor_fn, monitor_every=int(cfg.eval.monitor_every))
   finally:
     ckpt.close()
   last = result.last if members else (result.last[0] if result.last else {})
-  summary: dict[str, Any] = {"step": result.step, "last": last, "state": result.state, "skipped": result.skipped}
+  summary: dict[str, Any] = {"step": result.step, "last": last, "state": sweep_lib.stacked_state(result.state),
+                             "skipped": result.skipped}
   if result.interrupted:
     summary["interrupted"] = result.interrupted
     return summary
@@ -306,7 +310,7 @@ def _train_locked(cfg, workdir, *, resume, evaluate_at_end, members):
   if members:
     def evaluate_member(mdir, mcfg, mstate):
       return evaluate_state(mcfg, setup, mstate, mdir, baselines=False)
-    summary["member_results"] = sweep_lib.finish_members(cfg, result.state, members, workdir,
+    summary["member_results"] = sweep_lib.finish_members(cfg, summary["state"], members, workdir,
                                                          evaluate_member if do_eval else None)
   elif do_eval:
     summary["eval"] = evaluate_state(cfg, setup, result.state, workdir)

@@ -81,6 +81,23 @@ def test_spectrum_matches_numpy_covariance_of_normalised_rows():
   assert np.all(np.diff(got) <= 0) and np.all(got >= 0)
 
 
+def test_spectrum_of_a_batch_smaller_than_the_dimension_uses_the_gram_matrix_and_matches_numpy():
+  """M < D (the Gram path): the same [D] spectrum as NumPy's D x D covariance, the M - 1
+  non-zero eigenvalues first and exact zeros after; and the same values as the sharded
+  covariance path (which psums [D, D] moments)."""
+  rng = np.random.default_rng(4)
+  z = rng.standard_normal((16, 40)) * np.linspace(3.0, 0.01, 40) + 0.2        # M = 16 < D = 40
+  got = np.asarray(D.spectrum(jnp.asarray(z, jnp.float32)))
+  want = np_spectrum(z)
+  assert got.shape == (40,)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  assert np.all(got[16:] == 0.0) and np.all(np.diff(got) <= 0)
+  assert np.sum(want > 1e-8) == 15                                             # rank M - 1
+  if len(jax.devices()) >= N_DEV:
+    f = shard_map_fn(lambda x: D.spectrum(x, axis_name=AX))
+    np.testing.assert_allclose(np.asarray(f(jnp.asarray(z, jnp.float32))), got, atol=1e-5)
+
+
 def test_spectrum_zero_rows_are_safe_and_count_as_zero_vectors():
   rng = np.random.default_rng(1)
   z = rng.standard_normal((16, 5))

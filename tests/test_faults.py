@@ -91,6 +91,29 @@ def test_signal_checkpoints_and_resume_is_bitwise_identical(tmp_path, monkeypatc
   assert steps == sorted(set(steps))
 
 
+@needs_fmnist
+def test_sequential_sweep_signal_and_resume_is_bitwise_identical_with_stacked_checkpoints(tmp_path, monkeypatch):
+  """A sweep in the sequential member mode (K single-run states) checkpoints the stacked
+  layout of the one-program mode, and resumes bit for bit."""
+  from jaxssl import sweep
+  cfg = tiny_config("simclr", steps=6, **{"train.checkpoint_every": 4, "mesh.member_mode": "sequential"})
+  members = [{"loss.temperature": 0.1}, {"loss.temperature": 0.5}]
+  ref = run.train(cfg, str(tmp_path / "ref"), members=members)
+  with monkeypatch.context() as m:
+    _SignalAt(m, at=3)
+    out = run.train(cfg, str(tmp_path / "run"), members=members)
+  assert out["interrupted"] == "SIGTERM" and out["step"] == 4
+  # The checkpoint holds the stacked state (leading member axis), as the one program writes it.
+  _, single = state_lib.build(cfg, jax.random.PRNGKey(cfg.seed))
+  template = sweep.stack_members(cfg, single, members)
+  restored, meta = ckpt_lib.Checkpointer(str(tmp_path / "run" / "checkpoints")).restore(4, template)
+  assert meta["step"] == 4 and int(restored.step) == 4
+  assert jax.tree.leaves(restored.params)[0].shape[0] == 2
+  resumed = run.train(cfg, str(tmp_path / "run"), members=members, resume=True)
+  assert resumed["step"] == 6
+  _assert_bitwise(resumed["state"], ref["state"])
+
+
 @pytest.mark.slow
 @needs_fmnist
 def test_corrupt_latest_checkpoint_falls_back_with_warning_and_stays_exact(tmp_path):

@@ -20,29 +20,39 @@ def test_k3_sweep_members_equal_separate_runs(tmp_path):
   specs = ["loss.temperature=0.1,0.5", "optim.lr=0.05,0.2"]
   members = sweep.members_from_sweep(cfg, sweep.parse_sweep(specs))[:3]   # K = 3
   assert members[0] == {"loss.temperature": 0.1, "optim.lr": 0.05}
-  # All 3 members in one vmap, and one member at a time (lax.map, the CPU default).
+  # All 3 members in one vmap, one member per vmap unrolled in one program, and the
+  # sequential mode (the single-run step per member: the CPU default).
+  modes = {"vmap3": ("program", 3), "unrolled": ("program", 1), "sequential": ("sequential", None)}
   stacks = {}
-  for chunk in (3, 1):
-    cfg.mesh.member_chunk = chunk
-    out = run.train(cfg, str(tmp_path / ("sweep" if chunk == 3 else "sweep_chunk1")), members=members)
-    stacks[chunk] = jax.device_get(out["state"])
-    assert np.asarray(stacks[chunk].hparams["temperature"]).tolist() == pytest.approx([0.1, 0.1, 0.5])
-    assert int(stacks[chunk].step) == 3
+  for name, (mode, chunk) in modes.items():
+    cfg.mesh.member_mode, cfg.mesh.member_chunk = mode, chunk
+    assert sweep.member_mode(cfg) == mode
+    out = run.train(cfg, str(tmp_path / name), members=members)
+    stacks[name] = jax.device_get(out["state"])
+    assert np.asarray(stacks[name].hparams["temperature"]).tolist() == pytest.approx([0.1, 0.1, 0.5])
+    assert int(stacks[name].step) == 3
+  cfg.mesh.member_mode, cfg.mesh.member_chunk = "auto", None
+  assert sweep.member_mode(cfg) == "sequential"        # the CPU default
   finals = []
   for i, m in enumerate(members):
     single = run.train(sweep.member_config(cfg, m, i), str(tmp_path / f"single{i}"))
     finals.append(jax.device_get(single["state"]))
-    for chunk, stacked in stacks.items():
+    for name, stacked in stacks.items():
+      if name == "sequential":   # the very program of the separate run: the whole state, bit for bit
+        for a, b in zip(jax.tree.leaves(single["state"].replace(step=None)),
+                        jax.tree.leaves(stacked.replace(step=None))):
+          np.testing.assert_array_equal(np.asarray(b)[i], np.asarray(a), err_msg=f"member {i} {m} ({name})")
+        continue
       for a, b in zip(jax.tree.leaves(single["state"].params), jax.tree.leaves(stacked.params)):
         np.testing.assert_allclose(np.asarray(b)[i], np.asarray(a), rtol=1e-5, atol=1e-5,
-                                   err_msg=f"member {i} {m} (member_chunk={chunk})")
+                                   err_msg=f"member {i} {m} ({name})")
   # The members really differ (different temperature / lr / augmentation stream).
   w = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(f.params)]) for f in finals]
   assert min(np.abs(w[0] - w[1]).max(), np.abs(w[0] - w[2]).max()) > 1e-5
   # Per-member outputs.
   for i in range(3):
-    assert os.path.isdir(tmp_path / "sweep" / "members" / str(i) / "checkpoints")
-  recs = [l for l in open(tmp_path / "sweep" / "metrics.jsonl")]
+    assert os.path.isdir(tmp_path / "sequential" / "members" / str(i) / "checkpoints")
+  recs = [l for l in open(tmp_path / "sequential" / "metrics.jsonl")]
   assert any('"member": 2' in r and '"hp/loss.temperature": 0.5' in r for r in recs)
 
 

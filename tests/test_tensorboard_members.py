@@ -32,8 +32,8 @@ def swept(tmp_path_factory):
   cfg = tiny_config("simclr", steps=4, **{"eval.monitor_every": 2, "eval.monitor_train_images": BANK,
                                           "eval.monitor_test_images": QUERIES, "eval.at_end": True,
                                           "eval.probe_epochs": 1,
-                                          # both members in one vmap: one step to compile, not two unrolled
-                                          "mesh.member_chunk": 2})
+                                          # the single-run step per member: one step to compile
+                                          "mesh.member_mode": "sequential"})
   with small_eval_data(BANK, QUERIES):
     out = run.sweep(cfg, SPECS, wd)
   return {**out, "dir": wd, "cfg": cfg}
