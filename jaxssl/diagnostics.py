@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxssl import linalg
 from jaxssl.errors import ConfigError
 from jaxssl.losses import _collectives as C
 
@@ -97,11 +98,11 @@ def spectrum(z: jax.Array, *, axis_name=None) -> jax.Array:
   if axis_name is None and big_m < dim:
     c = u - jnp.mean(u, axis=0)                            # [M, D]
     gram = c @ c.T / (big_m - 1)                           # [M, M]
-    eig = jnp.linalg.eigvalsh(0.5 * (gram + gram.T))       # [M] ascending
+    eig = linalg.eigvalsh(gram)                            # [M] ascending (values only)
     eig = jnp.concatenate([eig[::-1], jnp.zeros((dim - big_m,), eig.dtype)])   # [D]
     return lax.stop_gradient(jnp.maximum(eig, 0.0))
   _, cov = _moments(u, big_m, axis_name)                   # [D, D]
-  eig = jnp.linalg.eigvalsh(cov)                           # [D] ascending
+  eig = linalg.eigvalsh(cov)                               # [D] ascending (values only: jaxssl.linalg)
   return lax.stop_gradient(jnp.maximum(eig[::-1], 0.0))
 
 
@@ -336,7 +337,7 @@ def wasserstein_uniformity(z: jax.Array, *, axis_name=None) -> jax.Array:
   u = _normalized(lax.stop_gradient(z))                    # [m, D]
   mu, cov = _moments(u, big_m, axis_name)                  # [D], [D, D]
   dim = u.shape[1]
-  lam = jnp.maximum(jnp.linalg.eigvalsh(cov), 0.0)         # [D]
+  lam = jnp.maximum(linalg.eigvalsh(cov), 0.0)             # [D]
   w2 = (jnp.sum(mu * mu) + 1.0 + jnp.sum(lam)
         - 2.0 / np.sqrt(dim) * jnp.sum(jnp.sqrt(lam)))
   return lax.stop_gradient(jnp.sqrt(jnp.maximum(w2, 0.0)))

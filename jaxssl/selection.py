@@ -46,6 +46,7 @@ import numpy as np
 from jax import lax
 
 from jaxssl import augment
+from jaxssl import linalg
 from jaxssl.diagnostics import _check_embeddings
 from jaxssl.errors import ConfigError, DataError
 from jaxssl.losses import _collectives as C
@@ -105,7 +106,7 @@ def _eigs_desc(mat: jax.Array, ok: jax.Array, rtol) -> jax.Array:
   """Eigenvalues of a symmetric PSD [D, D] matrix, descending, clipped at 0, and set to 0
   below rtol * lambda_max (float32 rounding noise). All 0 when not `ok` (non-finite)."""
   mat = jnp.where(ok, 0.5 * (mat + mat.T), 0.0)             # [D, D]
-  lam = jnp.maximum(jnp.linalg.eigvalsh(mat)[::-1], 0.0)    # [D]
+  lam = jnp.maximum(linalg.eigvalsh(mat)[::-1], 0.0)        # [D] (no eigenvectors: jaxssl.linalg)
   tol = _default_rtol(mat.shape[0], mat.dtype) if rtol is None else rtol
   return jnp.where(lam > tol * lam[0], lam, 0.0)
 
