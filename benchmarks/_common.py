@@ -28,9 +28,11 @@ SIMCLR_CONFIG = os.path.join(ROOT, "experiments", "configs", "simclr.py")
 LOG_EVERY = 10**9
 TORCH_MISSING = "PyTorch is not installed: `pip install torch==2.13.0` (or `make bench`)."
 
-# A ratio is a clean measurement only if the 1-minute load average stayed at or below
-# this before, between the rounds of, and after its measurement (see `interleave`).
+# A ratio is a clean measurement if the 1-minute load average stayed at or below this
+# before, between the rounds of, and after its measurement, or if other processes used at
+# most OTHER_CPU_LIMIT cores in every round (see `interleave` and `is_clean`).
 LOAD_LIMIT = 1.5
+OTHER_CPU_LIMIT = 0.2
 
 LoadAverage = tuple[float, float, float]
 
@@ -126,6 +128,58 @@ def load_ok(loads_1min: Sequence[float], limit: float = LOAD_LIMIT) -> bool:
   return bool(loads_1min) and all(math.isfinite(v) and v <= limit for v in loads_1min)
 
 
+def busy_cpu_seconds() -> float:
+  """CPU seconds that all processes of the machine have spent busy since boot (/proc/stat:
+  user, nice, system, irq, softirq and steal time of all CPUs; NaN where there is no /proc)."""
+  try:
+    with open("/proc/stat") as f:
+      fields = [int(v) for v in f.readline().split()[1:]]
+  except (OSError, ValueError):
+    return float("nan")
+  user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+  return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+  """CPU seconds of this process (all its threads) and of its waited-for children."""
+  t = os.times()
+  return t.user + t.system + t.children_user + t.children_system
+
+
+def other_cpu_cores(busy0: float, own0: float, wall0: float) -> float:
+  """Cores that other processes (and the kernel) kept busy on average since the readings
+  (busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()) were taken."""
+  wall = time.perf_counter() - wall0
+  other = (busy_cpu_seconds() - busy0) - (own_cpu_seconds() - own0)
+  return max(other, 0.0) / wall if wall > 0 else float("nan")
+
+
+def is_clean(m: Mapping[str, Any]) -> bool:
+  """Whether an `interleave` measurement is clean: its "clean" (the load average within its
+  limit, or other processes within OTHER_CPU_LIMIT cores in every round), or for older JSON
+  without it, its "load_ok"."""
+  return bool(m.get("clean", m.get("load_ok")))
+
+
+def load_text(m: Mapping[str, Any], *, markdown: bool = False) -> str:
+  """'1-minute load average 0.80..1.90, other processes 0.03 cores at most (clean)' of one
+  `interleave` measurement (older JSON without other_cpu_cores: the load average only)."""
+  loads = m["load_1min"]
+  dots = "–" if markdown else ".."
+  text = f"1-minute load average {min(loads):.2f}{dots}{max(loads):.2f} (limit {m['load_limit']})"
+  others = m.get("other_cpu_cores")
+  if others:
+    text += f", other processes {max(others):.2f} cores at most (limit {m.get('other_cpu_limit', OTHER_CPU_LIMIT)})"
+  if is_clean(m):
+    return text + (": clean" if markdown else " (clean)")
+  return text + (": **not clean**" if markdown else " (NOT a clean measurement)")
+
+
+def load_cell(m: Mapping[str, Any]) -> str:
+  """`load_text` for a markdown table cell."""
+  return load_text(m, markdown=True).replace("1-minute load average ", "")
+
+
 def one_line_error(e: BaseException, limit: int = 400) -> str:
   """'<ExceptionType>: <message>' on one line (whitespace collapsed), at most `limit` characters."""
   text = " ".join(f"{type(e).__name__}: {e}".split())
@@ -158,13 +212,19 @@ def interleave(a: tuple[str, Block], bs: Mapping[str, Block], *, rounds: int, wa
   exception propagates.
 
   The 1-minute load average is read before the first block, after every round and after
-  the last block: "load_ok" is `load_ok` of all of them at `load_limit`.
+  the last block: "load_ok" is `load_ok` of all of them at `load_limit`. The load average
+  counts this benchmark's own threads, so a long measurement that keeps every core busy
+  raises it by itself (a 2-thread benchmark on 2 cores drives it towards 2); what other
+  processes took is measured directly too: "other_cpu_cores" per round, the cores that the
+  rest of the machine kept busy (/proc/stat's busy time minus this process's CPU time, over
+  the round's wall time). "clean" is load_ok, or every round's other_cpu_cores at most
+  OTHER_CPU_LIMIT.
 
   Returns {"a", "order", "rounds", "warmup_blocks", "warmup_s" {side: [s]},
   "sides" {side: {"times_s", "cpu_s"}} (every timed block; cpu_s is the process CPU time,
   so cpu_s / times_s is how many cores the side kept busy), "comparisons" {B: `paired`
   or {"unavailable"}}, "load_average_before", "load_average_after", "load_1min",
-  "load_limit", "load_ok"}.
+  "load_limit", "load_ok", "other_cpu_cores", "other_cpu_limit", "clean"}.
   """
   a_name, a_block = a
   blocks = {a_name: a_block, **bs}
@@ -192,7 +252,9 @@ def interleave(a: tuple[str, Block], bs: Mapping[str, Block], *, rounds: int, wa
     for name in blocks:
       if name not in failed:
         run(name, warm[name])
+  others: list[float] = []
   for _ in range(rounds):
+    readings = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     for name in bs:
       if name in failed:
         continue
@@ -205,6 +267,7 @@ def interleave(a: tuple[str, Block], bs: Mapping[str, Block], *, rounds: int, wa
         sides[name]["cpu_s"].extend(cb)
       sides[a_name]["times_s"].extend(ta)
       sides[a_name]["cpu_s"].extend(ca)
+    others.append(other_cpu_cores(*readings))
     loads.append(load_average()[0])
   load1 = load_average()
   loads.append(load1[0])
@@ -212,16 +275,19 @@ def interleave(a: tuple[str, Block], bs: Mapping[str, Block], *, rounds: int, wa
   return dict(a=a_name, order="per round, for each B side in turn: one A block, then one B block",
               rounds=rounds, warmup_blocks=warmup, warmup_s=warm, sides=sides, comparisons=comparisons,
               load_average_before=list(load0), load_average_after=list(load1), load_1min=loads,
-              load_limit=load_limit, load_ok=load_ok(loads, load_limit))
+              load_limit=load_limit, load_ok=load_ok(loads, load_limit), other_cpu_cores=others,
+              other_cpu_limit=OTHER_CPU_LIMIT,
+              clean=load_ok(loads, load_limit) or (bool(others) and all(
+                  math.isfinite(v) and v <= OTHER_CPU_LIMIT for v in others)))
 
 
 def format_ratio(comparison: Mapping[str, Any], clean: bool | None = None, *, markdown: bool = False) -> str:
   """'0.73x (median of 20 paired ratios, min-max 0.70-0.76, IQR 0.72-0.74)' for one
   `paired` comparison; {"unavailable": why} gives 'unavailable: why'.
 
-  clean is the measurement's load_ok. Only clean=True gets the bold of a clean figure in
-  markdown; clean=False also appends that the load average was above its limit, so that
-  a table never presents such a ratio as a clean measurement (None: no load information,
+  clean is the measurement's `is_clean`. Only clean=True gets the bold of a clean figure in
+  markdown; clean=False also appends that other processes loaded the machine, so that a
+  table never presents such a ratio as a clean measurement (None: no load information,
   neither bold nor that remark).
   """
   if "unavailable" in comparison:
@@ -235,8 +301,8 @@ def format_ratio(comparison: Mapping[str, Any], clean: bool | None = None, *, ma
   text = (f"{head} (median of {r['n']} paired ratios, min{dash}max {r['min']:.2f}{dash}{r['max']:.2f}, "
           f"IQR {r['q1']:.2f}{dash}{r['q3']:.2f})")
   if clean is False:
-    text += (" — *load average above the limit: not a clean measurement*" if markdown
-             else "  [LOAD > limit: not a clean measurement]")
+    text += (" — *other processes loaded the machine: not a clean measurement*" if markdown
+             else "  [LOADED machine: not a clean measurement]")
   return text
 
 

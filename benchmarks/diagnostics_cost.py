@@ -15,7 +15,8 @@ load. The paired ratio t_every / t_never of each adjacent pair, minus 1, is the 
 a logging step as a share of a step; with their median rho, the amortised cost at
 log_every = L is (rho - 1) / L (the issue's bound: <= 5 % at L = 100), and the RankMe
 share of a step is the median of t_rankme / t_never. Reported with their spread (min-max
-and IQR) and the 1-minute load average before, between the rounds and after ("load_ok":
+and IQR), the 1-minute load average before, between the rounds and after and the other
+processes' CPU per round ("clean": false when both are above their limits; "load_ok":
 false above `--load-limit`, default 1.5: not a clean measurement).
 
     python benchmarks/diagnostics_cost.py [--batch 256] [--repeats 30] [--load-limit 1.5] [--json out.json]
@@ -102,12 +103,12 @@ def main(argv=None) -> int:
   every, rankme = m["comparisons"]["every"]["ratio"], m["comparisons"]["rankme"]["ratio"]
   per_log_fraction = every["median"] - 1.0                # a logging step's extra cost, as a share of a step
   amortised = per_log_fraction / LOG_EVERY_CHECKED
-  clean = "" if m["load_ok"] else f"  [load above {args.load_limit}: NOT a clean measurement]"
+  clean = "" if _common.is_clean(m) else "  [loaded machine: NOT a clean measurement]"
   print(f"{args.repeats} interleaved rounds (never, every, never, rankme) after {args.warmup + 1} warm-up rounds; "
         f"paired ratios: median, spread {_common.RATIO_SPREAD}")
   print(f"  step, diagnostics every step  {med['every'] * 1e3:8.2f} ms (median)")
   print(f"  step, no diagnostics          {med['never'] * 1e3:8.2f} ms (median)")
-  print(f"  every / never, paired         {_common.format_ratio(m['comparisons']['every'], m['load_ok'])}")
+  print(f"  every / never, paired         {_common.format_ratio(m['comparisons']['every'], _common.is_clean(m))}")
   print(f"  all diagnostics, per logging step {per_log_fraction:.1%} of a step "
         f"(≈ {per_log_fraction * med['never'] * 1e3:.2f} ms)")
   print(f"  RankMe of z and r alone, paired share of a step: median {rankme['median']:.1%} "
@@ -115,11 +116,12 @@ def main(argv=None) -> int:
   print(f"  amortised at log_every={LOG_EVERY_CHECKED}: all diagnostics {amortised:.3%} of step time "
         f"(bound 5 %: {'holds' if amortised <= 0.05 else 'FAILS'}); RankMe alone "
         f"{rankme['median'] / LOG_EVERY_CHECKED:.4%}{clean}")
-  print(f"  1-minute load average {min(m['load_1min']):.2f}..{max(m['load_1min']):.2f}")
+  print(f"  {_common.load_text(m)}")
   result = {"batch": args.batch, "repeats": args.repeats, "load_average": list(load0),
             "median_s": med, "per_logging_step_s": per_log_fraction * med["never"],
             "per_logging_step_fraction": per_log_fraction, "amortised_fraction_at_100": amortised,
-            "rankme_fraction_of_step": rankme["median"], "load_ok": m["load_ok"], "load_limit": args.load_limit,
+            "rankme_fraction_of_step": rankme["median"], "load_ok": m["load_ok"], "clean": _common.is_clean(m),
+            "load_limit": args.load_limit,
             "usable_cpus": _common.available_cpus(), "spread": _common.RATIO_SPREAD, "measurement": m}
   if args.json:
     _common.write_json(args.json, result)

@@ -4,9 +4,10 @@ benchmarks/results/run_all.json with each benchmark's exit status and wall time)
 
 It then writes benchmarks/results/table.md, the table of every paired ratio in those
 JSON files (each `_common.interleave` measurement: train_step, sweep, diagnostics_cost),
-for the README: median, spread and load. A ratio whose measurement had "load_ok": false
-(the 1-minute load average went above its limit) is written without the bold of a clean
-figure and says it is not a clean measurement. `--table-only` rewrites the table from
+for the README: median, spread and load. A ratio whose measurement was not clean (the
+1-minute load average went above its limit and other processes took more than
+`_common.OTHER_CPU_LIMIT` cores in some round; `_common.is_clean`) is written without the
+bold of a clean figure and says it is not a clean measurement. `--table-only` rewrites the table from
 the JSON files already there, running nothing.
 
     python benchmarks/run_all.py [--only losses,train_step] [--skip prepare_data]
@@ -32,7 +33,7 @@ def ratio_table(out: str) -> str:
   """The markdown table of every paired ratio in out/*.json (see the module docstring)."""
   lines = [f"<!-- written by benchmarks/run_all.py from {os.path.basename(out)}/*.json; ratio = t_B / t_A of "
            f"adjacent (A, B) blocks, median and spread ({_common.RATIO_SPREAD}) -->",
-           "| Benchmark | Measurement | A | B | Ratio t_B / t_A | 1-minute load average |",
+           "| Benchmark | Measurement | A | B | Ratio t_B / t_A | 1-minute load average; other processes' CPU |",
            "|---|---|---|---|---|---|"]
   for path in sorted(glob.glob(os.path.join(out, "*.json"))):
     name = os.path.splitext(os.path.basename(path))[0]
@@ -41,12 +42,10 @@ def ratio_table(out: str) -> str:
     with open(path) as f:
       result = json.load(f)
     for where, m in _common.measurements(result):
-      loads = m["load_1min"]
-      load = (f"{min(loads):.2f}–{max(loads):.2f}, limit {m['load_limit']}: "
-              f"{'clean' if m['load_ok'] else '**above the limit**'}")
+      load = _common.load_cell(m)
       threads = f" ({m['threads_per_side']} thread(s) per side)" if "threads_per_side" in m else ""
       for b, cmp in m["comparisons"].items():
-        cell = _common.format_ratio(cmp, m["load_ok"], markdown=True).replace("|", "\\|")
+        cell = _common.format_ratio(cmp, _common.is_clean(m), markdown=True).replace("|", "\\|")
         lines.append(f"| {name} | {where}{threads} | {m['a']} | {b} | {cell} | {load} |")
   return "\n".join(lines) + "\n"
 

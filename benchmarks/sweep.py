@@ -47,7 +47,8 @@ Each ratio is reported as the median of its paired ratios with their spread (min
 inter-quartile range), not as one ratio of two totals. The 1-minute load average is read
 before, between the rounds of and after each of the two measurements; above
 `--load-limit` (default 1.5, `_common.LOAD_LIMIT`) its ratios are marked "not a clean
-measurement" in the output and "load_ok": false in --json. XLA uses the CPUs this process
+measurement" in the output and "clean": false in --json unless other processes took at most
+`_common.OTHER_CPU_LIMIT` cores in every round (`_common.interleave`). XLA uses the CPUs this process
 may run on (len(os.sched_getaffinity(0)), reported) on both sides.
 
 Numerical check: after the last round and the steady-state steps, member i of the sweep
@@ -179,13 +180,6 @@ def sequential_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
               compile_s=sum(r["compile_s"] for r in runs), steps_s=steps_s,
               steady_step_s_sum_over_runs=sum(r["steady_median_step_s"] for r in runs),
               one_compile_estimate_wall_s=runs[0]["build_s"] + runs[0]["compile_s"] + steps_s)
-
-
-def load_text(m: dict[str, Any]) -> str:
-  """'1-minute load average 0.80..1.20 (ok)' of one `_common.interleave` measurement."""
-  v = m["load_1min"]
-  verdict = "ok" if m["load_ok"] else f"above {m['load_limit']}: NOT a clean measurement"
-  return f"1-minute load average {min(v):.2f}..{max(v):.2f} ({verdict})"
 
 
 def main(argv=None):
@@ -330,11 +324,11 @@ def main(argv=None):
         f"{_common.RATIO_SPREAD}")
   for label, key in (("wall (build + compile + steps)", "sequential"),
                      ("wall, one compile (estimate)", "sequential_one_compile_estimate"), ("compile", "compile")):
-    print(f"  {label:<48}{_common.format_ratio(wall['comparisons'][key], wall['load_ok'])}")
+    print(f"  {label:<48}{_common.format_ratio(wall['comparisons'][key], _common.is_clean(wall))}")
   if steady is not None:
     print(f"  {f'steady state ({k} single steps / 1 sweep step)':<48}"
-          f"{_common.format_ratio(steady['comparisons']['sequential'], steady['load_ok'])}")
-  print(f"  wall rounds: {load_text(wall)}" + ("" if steady is None else f"; steady state: {load_text(steady)}"))
+          f"{_common.format_ratio(steady['comparisons']['sequential'], _common.is_clean(steady))}")
+  print(f"  wall rounds: {_common.load_text(wall)}" + ("" if steady is None else f"; steady state: {_common.load_text(steady)}"))
   print(f"sweep member 0 vs sequential run 0 after {n_checked} steps: max |param diff| {diffs[0]:.2e} "
         f"(max |param| {pmax:.2f}); over all members {max(diffs):.2e}; max |loss diff| over all steps and "
         f"members {loss_diff:.2e}")
@@ -356,6 +350,7 @@ def main(argv=None):
         cpu_count=os.cpu_count(), usable_cpus=_common.available_cpus(), load_average_before=list(load0),
         load_average_after=list(load1), load_limit=args.load_limit,
         load_ok=wall["load_ok"] and (steady is None or steady["load_ok"]),
+        clean=_common.is_clean(wall) and (steady is None or _common.is_clean(steady)),
         ratio_definition="t_sequential / t_sweep of each adjacent (sweep, sequential) pair (above 1: the sweep is "
                          "faster)", spread=_common.RATIO_SPREAD,
         # The last round (the one checked), under the keys of the earlier one-round output.

@@ -82,8 +82,10 @@ XLA_FLAGS=--xla_cpu_multi_thread_eigen=false does not restrict XLA:CPU in jaxlib
 the "cores busy" column shows that the pinned child never keeps more than one core busy.
 
 Load: the 1-minute load average is read before, between the rounds of and after each
-row's measurement; if any exceeds `--load-limit` (default 1.5, `_common.LOAD_LIMIT`) the
-row is marked "not a clean measurement" in the output and "load_ok": false in --json.
+row's measurement, and the CPU that other processes took is measured per round; if a load
+average exceeds `--load-limit` (default 1.5, `_common.LOAD_LIMIT`) and other processes took
+more than `_common.OTHER_CPU_LIMIT` cores in some round, the row is marked "not a clean
+measurement" in the output and "clean": false in --json (`_common.interleave`).
 
 The PyTorch side is `benchmarks/_torch_reference.py`. That it computes the same step as
 jaxssl (same loss, gradients, update and BatchNorm statistics from the same weights and
@@ -307,12 +309,9 @@ def print_rows(rows: dict[str, dict[str, Any]]) -> None:
     if "unavailable" in m:
       print(f"\none thread per side: unavailable: {m['unavailable']}")
       continue
-    loads, clean = m["load_1min"], m["load_ok"]
-    verdict = "ok" if clean else f"above {m['load_limit']}: NOT a clean measurement"
     print(f"\n{m['threads_per_side']} thread(s) per side (torch.set_num_threads({m['torch_threads']}); XLA on "
           f"{m['jax_usable_cpus']} usable CPU(s){'' if m['pinned_cpu'] is None else ', pinned'}); {m['rounds']} "
-          f"rounds after {m['warmup_blocks']} warm-up; 1-minute load average {min(loads):.2f}..{max(loads):.2f}"
-          f" ({verdict})")
+          f"rounds after {m['warmup_blocks']} warm-up; {_common.load_text(m)}")
     print(header)
     print("-" * (len(header) + 20))
     for name, cmp in [(m["a"], None), *m["comparisons"].items()]:
@@ -320,7 +319,7 @@ def print_rows(rows: dict[str, dict[str, Any]]) -> None:
       if s is None:
         print(f"{name:<22}{_common.format_ratio(cmp)}")
         continue
-      ratio = "" if cmp is None else _common.format_ratio(cmp, clean)
+      ratio = "" if cmp is None else _common.format_ratio(cmp, _common.is_clean(m))
       print(f"{name:<22}{1e3 * s['median_s']:>12.1f}{1e3 * s['min_s']:>10.1f}{s['images_per_s']:>10.0f}"
             f"{s['cores_busy']:>12.2f}{s['last_loss']:>11.4f}   {ratio}")
     firsts = {n: s["first_call_s"] for n, s in m["sides_summary"].items() if s["first_call_s"] is not None}
@@ -402,6 +401,7 @@ def main(argv=None):
         benchmark="train_step", **full["setup"], optimizer="adamw", log_every=LOG_EVERY,
         repeats=args.repeats, warmup=args.warmup, load_average_before=list(load0), load_average_after=list(load1),
         load_limit=args.load_limit, load_ok=all(r.get("load_ok", True) for r in rows.values()),
+        clean=all(_common.is_clean(r) for r in rows.values() if "unavailable" not in r),
         cpu_count=os.cpu_count(), usable_cpus=_common.available_cpus(), jax=jax.__version__,
         jax_device=jax.devices()[0].device_kind, torch=torch.__version__, torch_threads=full["torch_threads"],
         ratio_definition=RATIO_DEFINITION, spread=_common.RATIO_SPREAD, rows=rows, results=results))

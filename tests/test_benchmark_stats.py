@@ -79,11 +79,51 @@ def test_interleave_order_pairs_and_own_times(monkeypatch):
   assert m["load_average_before"] == [0.5, 0.0, 0.0] and m["load_average_after"] == [0.8, 0.0, 0.0]
 
 
-def test_interleave_marks_a_measurement_under_load(monkeypatch):
-  fake_load(monkeypatch, [0.5, 1.7, 0.5])
-  m = _common.interleave(("A", lambda: 1.0), {"B": lambda: 2.0}, rounds=1)
-  assert m["comparisons"]["B"]["ratio"]["median"] == 2.0
+def fake_cpu(monkeypatch, other_cores_per_round):
+  """Fake /proc/stat and own CPU time: in round i, other processes keep other_cores_per_round[i]
+  cores busy for the round's (fake) wall time of 1 s, on top of this process's 2 cores."""
+  clock = {"t": 0.0, "busy": 0.0, "own": 0.0, "round": 0}
+
+  def perf_counter():
+    return clock["t"]
+
+  def busy():
+    return clock["busy"]
+
+  def own():
+    return clock["own"]
+
+  def block():   # one block: 0.5 s of wall time, this process busy on 2 cores
+    others = other_cores_per_round[min(clock["round"] // 2, len(other_cores_per_round) - 1)]
+    clock["round"] += 1
+    clock["t"] += 0.5
+    clock["own"] += 1.0
+    clock["busy"] += 1.0 + 0.5 * others
+    return 0.5
+  monkeypatch.setattr(_common.time, "perf_counter", perf_counter)
+  monkeypatch.setattr(_common, "busy_cpu_seconds", busy)
+  monkeypatch.setattr(_common, "own_cpu_seconds", own)
+  return block
+
+
+def test_interleave_marks_a_measurement_under_load_from_other_processes(monkeypatch):
+  fake_load(monkeypatch, [0.5, 1.7, 1.9])
+  block = fake_cpu(monkeypatch, [0.05, 0.9])      # round 2: another process took 0.9 cores
+  m = _common.interleave(("A", block), {"B": block}, rounds=2)
   assert m["load_ok"] is False
+  assert m["other_cpu_cores"] == pytest.approx([0.05, 0.9])
+  assert m["clean"] is False and not _common.is_clean(m)
+  assert "not clean" in _common.load_cell(m)
+
+
+def test_a_high_load_average_from_the_benchmark_itself_is_still_clean(monkeypatch):
+  """The load average counts the benchmark's own 2 threads; other processes took 0.02 cores."""
+  fake_load(monkeypatch, [0.5, 1.8, 1.9])
+  block = fake_cpu(monkeypatch, [0.02, 0.02])
+  m = _common.interleave(("A", block), {"B": block}, rounds=2)
+  assert m["load_ok"] is False and m["clean"] is True and _common.is_clean(m)
+  assert ": clean" in _common.load_cell(m)
+  assert _common.is_clean({"load_ok": True}) and not _common.is_clean({"load_ok": False})   # older JSON
 
 
 def test_interleave_catches_only_the_named_sides(monkeypatch):
