@@ -1,0 +1,441 @@
+"""docs/results.md's tables equal the committed results.json files (no JAX, no training).
+
+Each table is found by its header row; each number in a cell must be the JSON value rounded as
+displayed (as many decimals as the cell shows, or as many mantissa decimals in e-notation).
+The label-free table has its own test (tests/test_experiments.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ROOT / "docs" / "figures"
+# A number not glued to a word, a decimal point or a hyphen ("L2", "kNN-200", "t90" are not numbers).
+NUMBER = re.compile(r"(?<![\w.\-−])[−-]?[0-9]+(?:\.[0-9]+)?(?:e[−-]?[0-9]+)?")
+COLLAPSED_EIG_FRACTION = 1e-6  # experiments/dimensional_collapse.py's threshold for a collapsed dimension
+
+Table = list[list[str]]
+
+
+def load(name: str) -> dict[str, Any]:
+  """The committed results.json of docs/figures/<name>/."""
+  with open(FIGURES / name / "results.json") as f:
+    return json.load(f)
+
+
+def results_md() -> str:
+  return (ROOT / "docs" / "results.md").read_text()
+
+
+def split_row(line: str) -> list[str]:
+  """The stripped cells of one markdown table row."""
+  return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def parse_tables(text: str) -> list[Table]:
+  """Every markdown table in `text` as rows of cells, header first, separator row dropped."""
+  out: list[Table] = []
+  block: list[str] = []
+  for line in [*text.splitlines(), ""]:
+    if line.lstrip().startswith("|"):
+      block.append(line)
+      continue
+    if len(block) >= 2:
+      rows = [split_row(r) for r in block]
+      out.append([r for i, r in enumerate(rows) if not (i == 1 and all(set(c) <= set("-: ") for c in r))])
+    block = []
+  return out
+
+
+def tables_with_header(text: str, header: Sequence[str]) -> list[Table]:
+  """The bodies (rows after the header) of the tables whose header row is `header`."""
+  return [t[1:] for t in parse_tables(text) if t[0] == list(header)]
+
+
+def one_table(text: str, header: Sequence[str]) -> Table:
+  found = tables_with_header(text, header)
+  assert len(found) == 1, f"expected one table with header {header}, found {len(found)}"
+  return found[0]
+
+
+def numbers(cell: str) -> list[str]:
+  return NUMBER.findall(cell.replace("*", ""))
+
+
+def matches(text: str, value: float) -> bool:
+  """`text` (one number as displayed) is `value` rounded to the precision `text` shows."""
+  t = text.replace("−", "-")
+  mantissa, _, exponent = t.partition("e")
+  decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+  step = 10.0 ** -decimals * (10.0 ** int(exponent) if exponent else 1.0)
+  return abs(float(t) - value) < 0.5 * step + 1e-9 * max(1.0, abs(value))
+
+
+def check_numbers(cell: str, expected: Sequence[float], what: str) -> None:
+  """Every number in `cell`, in order, is the corresponding expected value as displayed."""
+  got = numbers(cell)
+  assert len(got) == len(expected), f"{what}: cell numbers {got} vs expected {list(expected)}"
+  for text, value in zip(got, expected):
+    assert matches(text, value), f"{what}: {text} is not {value} as displayed (cell: {cell!r})"
+
+
+def check_cell(cell: str, value: float, what: str) -> None:
+  check_numbers(cell, [value], what)
+
+
+def yes_no(flag: bool) -> str:
+  return "yes" if flag else "no"
+
+
+# --------------------------------------------------------------------------------------
+# Experiment tables
+
+
+def test_main_job_table_equals_eval_json():
+  with open(FIGURES / "main" / "eval.json") as f:
+    ev = json.load(f)
+  rows = one_table(results_md(), ["Features", "linear probe", "kNN-200", "kNN-20"])
+  keys = {"SimCLR, 3000 steps": "model", "raw pixels": "raw_pixels", "random-init encoder": "random_init"}
+  assert [r[0] for r in rows] == list(keys)
+  for name, *cells in rows:
+    rec = ev[keys[name]]
+    for cell, key in zip(cells, ("linear_probe", "knn_200", "knn_20")):
+      check_cell(cell, rec[key], f"main job {name} {key}")
+
+
+TEMPERATURE_HEADER = ["loss", "τ", "linear probe (%)", "kNN-200 (%)", "uniformity −L_unif", "tolerance",
+                      "eff. rank z", "eff. rank r"]
+TEMPERATURE_KEYS = ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_rank_z", "effective_rank_r")
+
+
+def test_temperature_table():
+  res = load("temperature")
+  rows = one_table(results_md(), TEMPERATURE_HEADER)
+  assert len(rows) == len(res["rows"]) + 1
+  for loss, tau, *cells in rows:
+    if loss == "simple":
+      assert tau == "–"
+      rec = res["simple"]
+    else:
+      assert loss == "NT-Xent"
+      (rec,) = [r for r in res["rows"] if float(tau) == r["temperature"]]
+    for cell, key in zip(cells, TEMPERATURE_KEYS):
+      check_cell(cell, rec[key], f"temperature {loss} {tau} {key}")
+
+
+JING_HEADER = ["steps", "variant", "projector", "linear probe (%)", "kNN-200 (%)", "eff. rank z", "eff. rank r",
+               "collapsed dims of r"]
+
+
+def test_dimensional_collapse_table_500_and_2000_steps():
+  by_steps = {str(r["steps"]): {row["variant"]: row for row in r["rows"]}
+              for r in (load("dimensional_collapse"), load("dimensional_collapse_2000"))}
+  rows = one_table(results_md(), JING_HEADER)
+  assert sorted((r[0], r[1]) for r in rows) == sorted((s, v) for s, vs in by_steps.items() for v in vs)
+  for steps, variant, projector, *cells in rows:
+    rec = by_steps[steps][variant]
+    assert projector == rec["projector"]
+    for cell, key in zip(cells[:4], ("linear_probe", "knn_200", "effective_rank_z", "effective_rank_r")):
+      check_cell(cell, rec[key], f"Jing {steps} {variant} {key}")
+    assert int(cells[4].strip("*")) == rec["collapsed_dims_r"]
+
+
+NONCONTRASTIVE_HEADER = ["method", "EMA target", "linear probe (%)", "kNN-200 (%)", "eff. rank z", "eff. rank r",
+                         "collapsed"]
+
+
+@pytest.mark.parametrize("index,name", [(0, "noncontrastive"), (1, "noncontrastive_long")])
+def test_noncontrastive_tables_300_and_1000_steps(index: int, name: str):
+  tables = tables_with_header(results_md(), NONCONTRASTIVE_HEADER)
+  assert len(tables) == 2  # 300 steps, then 1000 steps
+  ema = {(r["method"], yes_no(r["ema"])): r for r in load(name)["rows"] if r["part"] == "ema"}
+  rows = tables[index]
+  assert sorted((r[0], r[1]) for r in rows) == sorted(ema)
+  for method, target, *cells in rows:
+    rec = ema[(method, target)]
+    for cell, key in zip(cells[:4], ("linear_probe", "knn_200", "effective_rank_z", "effective_rank_r")):
+      check_cell(cell, rec[key], f"{name} {method} {target} {key}")
+    assert cells[4] == yes_no(rec["collapsed"])
+
+
+BAO_HEADER = ["loss", "weight decay", "linear probe (%)", "kNN-200 (%)", "eff. rank z", "RMS norm z",
+              "norm collapse", "dim. collapse"]
+
+
+def test_bao_weight_decay_table():
+  wd = {(r["kind"], r["weight_decay"]): r for r in load("noncontrastive")["rows"] if r["part"] == "wd"}
+  rows = one_table(results_md(), BAO_HEADER)
+  assert len(rows) == len(wd)
+  for kind, decay, probe, knn, erank, norm, norm_collapse, dim_collapse in rows:
+    rec = wd[(kind, float(decay))]
+    for cell, key in ((probe, "linear_probe"), (knn, "knn_200"), (norm, "norm_z")):
+      check_cell(cell, rec[key], f"Bao {kind} {decay} {key}")
+    check_cell(numbers(erank)[0], rec["effective_rank_z"], f"Bao {kind} {decay} erank")
+    assert norm_collapse.strip("*") == yes_no(rec["norm_collapsed"])
+    # a norm-collapsed member's rank is that of noise: its dimensional collapse is shown as "–"
+    assert dim_collapse.strip("*") == ("–" if rec["norm_collapsed"] else yes_no(rec["dim_collapsed"]))
+
+
+KOROMILAS_HEADER = ["loss", "batch", "param", "value", "steps", "images seen", "linear probe (%)", "kNN-200 (%)",
+                    "eff. rank z", "eff. rank r"]
+
+
+def test_koromilas_batch_size_table():
+  res = load("contrastive_batch_size")["rows"]
+  rows = one_table(results_md(), KOROMILAS_HEADER)
+  assert len(rows) == len(res)
+  for loss, batch, param, value, steps, seen, *cells in rows:
+    (rec,) = [r for r in res if r["loss"] == loss and r["batch"] == int(batch) and float(value) == r["scale"]]
+    assert param == rec["scale_name"] and int(steps) == rec["steps"] and int(seen) == rec["images_seen"]
+    for cell, key in zip(cells, ("linear_probe", "knn_200", "effective_rank_z", "effective_rank_r")):
+      check_cell(cell, rec[key], f"Koromilas {loss} {batch} {value} {key}")
+
+
+# --------------------------------------------------------------------------------------
+# The status table: the numbers of each row's "jaxssl value" cell, in order
+
+
+def _collapsed(spectrum: Sequence[float], fraction: float) -> int:
+  top = max(spectrum)
+  return sum(1 for e in spectrum if e < fraction * top)
+
+
+def _koromilas_cells() -> dict[tuple[int, int], dict[str, dict[str, Any]]]:
+  cells: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+  for r in load("contrastive_batch_size")["rows"]:
+    cells.setdefault((r["batch"], r["member"]), {})[r["loss"]] = r
+  return cells
+
+
+def _dhel_margins() -> dict[tuple[int, int], float]:
+  """DHEL's probe accuracy minus the best of NT-Xent and DCL, per (batch, τ member)."""
+  return {k: c["dhel"]["linear_probe"] - max(c["nt_xent"]["linear_probe"], c["dcl"]["linear_probe"])
+          for k, c in _koromilas_cells().items()}
+
+
+def status_expectations() -> dict[str, list[float]]:
+  """Row id -> the numbers its jaxssl cell must show, from the committed results.json files."""
+  t = load("temperature")
+  tau = {r["temperature"]: r for r in t["rows"]}
+  taus = (0.1, 0.2, 0.5, 1.0)
+  simple = t["simple"]
+  kor = load("contrastive_batch_size")["claims"]
+  losses = ("dhel", "kcl", "nt_xent", "dcl")
+  margins = _dhel_margins()
+  hem = load("dynamics/hem")
+  bs = hem["batch_size"]
+  mins = hem["minimisers"]
+  dc = {r["steps"]: ({row["variant"]: row for row in r["rows"]}, r["spectra"], r["batch"])
+        for r in (load("dimensional_collapse"), load("dimensional_collapse_2000"))}
+  (d5, sp5, batch), (d20, sp20, _) = dc[500], dc[2000]
+
+  def tail(sp: dict, fraction: float) -> list[float]:
+    return [_collapsed(sp[v]["spectrum_r"], fraction) for v in ("none", "mlp", "linear")]
+
+  case1 = load("dynamics/jing")["case1_strong_augmentation"]
+  seeds = list(zip(*case1["ratio_per_seed"]))
+  case2 = load("dynamics/jing")["case2_implicit_regularisation"]
+  aligned = [x for pair in case2["block_alignment_final(surviving,collapsed)"] for x in pair]
+  at_init = [x for pair in case2["block_alignment_init(surviving,collapsed)"] for x in pair]
+  tian = load("dynamics/tian")
+  we = tian["worked_example"]
+  pd = tian["phase_diagram"]
+  inv = tian["invariant"].values()
+  nc = {(r["method"], r["ema"]): r for r in load("noncontrastive")["rows"] if r["part"] == "ema"}
+  ncl = {(r["method"], r["ema"]): r for r in load("noncontrastive_long")["rows"]}
+  wd = {(r["kind"], r["weight_decay"]): r for r in load("noncontrastive")["rows"] if r["part"] == "wd"}
+  hal = load("dynamics/halvagal")
+  tr = hal["trajectories_1500_steps_lr0.01"]
+  w05 = hal["weight_decay_0.5"]
+  sp = hal["speedup"]
+  bao = load("dynamics/bao")
+  run = bao["paper_run"]
+  bpd = bao["phase_diagram"]
+  return {
+      "A1": [*(tau[x]["uniformity_z"] for x in taus), 0.1, 1.0, tau[0.07]["uniformity_z"], 0.07],
+      "A2": [*(tau[x]["tolerance_z"] for x in taus), 0.1, 1.0, tau[0.07]["tolerance_z"], 0.07],
+      "A3": [tau[0.1]["linear_probe"], 0.1, tau[0.07]["linear_probe"], 0.07, tau[1.0]["linear_probe"], 1.0],
+      "A4": [simple["uniformity_z"], simple["tolerance_z"], simple["linear_probe"],
+             min(r["uniformity_z"] for r in t["rows"]), max(r["tolerance_z"] for r in t["rows"]),
+             min(r["linear_probe"] for r in t["rows"])],
+      "A5": [],
+      "B1": [*(kor["accuracy_spread"][x] for x in losses), *(kor["accuracy_spread_over_batch"][x] for x in losses)],
+      "B2": [*(kor["mean_erank_z"][x] for x in losses), len(margins)],
+      "B3": [sum(m > 0 for m in margins.values()), len(margins),
+             *(v for b in (32, 64, 128, 256) for v in (b, margins[(b, 0)], margins[(b, 1)])), 0.1, 0.5],
+      "B4": [*bs["kcl"]["mean"], *bs["M"], bs["kcl_population"], bs["info_nce"]["mean"][0], bs["info_nce"]["mean"][-1],
+             bs["dhel_paper"]["mean"][0], bs["dhel_paper"]["mean"][-1]],
+      "B5": [max(le["gram_error"] for k, e in mins.items() if k != "icosahedron" for le in e["losses"].values()),
+             *(v for k in ("simplex", "cross-polytope", "pentagon", "icosahedron") for v in (mins[k]["m"], mins[k]["d"])),
+             mins["icosahedron"]["losses"]["info_nce"]["gram_error"]],
+      "C1": [COLLAPSED_EIG_FRACTION, batch,
+             *(d5[v]["collapsed_dims_r"] for v in ("none", "mlp", "linear")), 500,
+             *(d20[v]["collapsed_dims_r"] for v in ("none", "mlp", "linear")), 2000,
+             1e-4, *tail(sp5, 1e-4), *tail(sp20, 1e-4),
+             *(d[v]["effective_rank_r"] for d in (d5, d20) for v in ("none", "mlp", "linear"))],
+      "C2": [d5["mlp"]["effective_rank_z"], d5["mlp"]["effective_rank_r"],
+             d5["linear"]["effective_rank_z"], d5["linear"]["effective_rank_r"], 500,
+             d20["mlp"]["effective_rank_z"], d20["mlp"]["effective_rank_r"],
+             d20["linear"]["effective_rank_z"], d20["linear"]["effective_rank_r"], 2000,
+             d5["mlp"]["dim_z"], d5["mlp"]["dim_r"],
+             *(d[v][k] for d in (d5, d20) for v in ("mlp", "linear") for k in ("erank_z_frac", "erank_r_frac"))],
+      "C3": [d5["directclr"]["effective_rank_r"], 500, d20["directclr"]["effective_rank_r"], 2000,
+             d5["mlp"]["effective_rank_r"], d20["none"]["effective_rank_r"],
+             d5["directclr"]["collapsed_dims_r"], d20["directclr"]["collapsed_dims_r"]],
+      "C4": [2000, *(d20[v]["linear_probe"] for v in ("mlp", "directclr", "linear", "none")),
+             500, *(d5[v]["linear_probe"] for v in ("directclr", "linear", "mlp", "none"))],
+      "C5": [v for s in seeds for v in (statistics.mean(s), statistics.stdev(s))],
+      "C6": [statistics.mean(case2["n_below_minus8"]), statistics.stdev(case2["n_below_minus8"]), -8,
+             *case2["n_below_minus8"], *case2["survivor_log_eig_range"], min(aligned), max(aligned),
+             min(at_init), max(at_init)],
+      "D1": [we["closed_form_p_minus_p_plus"]["0.05"][1], we["closed_form_p_minus_p_plus"]["0.15"][1],
+             we["threshold"], max(abs(p) for p in we["integrated_p_final"]["eta=0.194"].values()), 0.194,
+             100 * pd["ode_vs_closed_form_agreement"], *pd["grid"], 100 * pd["network_vs_closed_form_agreement"],
+             *pd["network_grid"], max(i["max_rel_err_ode"] for i in inv), max(i["max_rel_err_network"] for i in inv)],
+      "D2": [300, nc[("directpred", True)]["linear_probe"], nc[("byol", True)]["linear_probe"]],
+      "E1": [nc[("isoloss", False)]["linear_probe"], nc[("directpred", False)]["linear_probe"], 300,
+             ncl[("isoloss", False)]["linear_probe"], ncl[("directpred", False)]["linear_probe"], 1000,
+             nc[("isoloss", False)]["effective_rank_z"], nc[("directpred", False)]["effective_rank_z"],
+             ncl[("isoloss", False)]["effective_rank_z"], ncl[("directpred", False)]["effective_rank_z"], 1000,
+             ncl[("isoloss", True)]["linear_probe"], ncl[("directpred", True)]["linear_probe"]],
+      "E2": [*(100 * tr[k][m] for k in ("euclidean", "euclidean_iso", "cosine", "cosine_iso")
+               for m in ("max_rel_err", "median_rel_err")), hal["d_out"],
+             hal["cosine"]["max_over_min_initial"], hal["cosine"]["max_over_min_final_network"],
+             hal["cosine"]["trace_rel_change_network"], 0.5, max(w05["euclidean"]["final_network"]),
+             min(w05["euclidean_iso"]["final_network"]), max(w05["euclidean_iso"]["final_network"]),
+             w05["isoloss_closed_form"]],
+      "E3": [sp["t90_euclidean_ode"], sp["t90_isoloss_ode"], sp["t90_isoloss_closed_form"],
+             sp["t90_euclidean_network"], sp["t90_isoloss_network"]],
+      "F1": [run["l2_norm_phi_final"], run["cosine_norm_phi_final"], run["cosine_participation_ratio_final"], bao["h"]],
+      "F2": [run["gradient_flow_norm_decay_max_rel_err"]],
+      "F3": [100 * bao["eigen_trajectories"]["max_err_s_over_max"], 100 * bao["eigen_trajectories"]["max_err_p_over_max"],
+             bao["eigen_trajectories"]["rho"], bao["h"]],
+      "F4": [*bpd["grid"], 100 * bpd["l2"]["agreement_with_theory"], 100 * bpd["cosine"]["agreement_with_theory"],
+             100 * bpd["l2"]["collapsed_fraction"], 100 * bpd["cosine"]["collapsed_fraction"]],
+      "F5": [100.0, wd[("l2", 100.0)]["norm_z"], wd[("cosine", 100.0)]["norm_z"],
+             wd[("cosine", 30.0)]["effective_rank_z"], 30.0, wd[("cosine", 100.0)]["effective_rank_z"], 100.0,
+             100.0, wd[("cosine", 100.0)]["linear_probe"], wd[("l2", 100.0)]["linear_probe"]],
+  }
+
+
+def verdict_expectations() -> dict[str, list[float]]:
+  """Row id -> the numbers of its verdict cell, for the verdicts that quote results.json numbers."""
+  margins = sorted(m for m in _dhel_margins().values() if m < 0.5)
+  widths = load("dynamics/halvagal")["cosine"]["max_rel_err_vs_width"]
+  return {
+      "B3": [len(margins), len(_dhel_margins()), *margins, 0.5],
+      "E2": [10, *(100 * w["cosine"] for w in widths), *(w["d_out"] for w in widths), 20, 10, 40, 80],
+  }
+
+
+STATUS_HEADER = ["#", "claim (PAPERS.md section)", "paper or re-simulation value", "jaxssl value", "verdict", "seeds",
+                 "command"]
+
+
+def status_rows() -> dict[str, list[str]]:
+  rows = one_table(results_md(), STATUS_HEADER)
+  assert all(len(r) == len(STATUS_HEADER) for r in rows), "a status row has a stray or missing '|'"
+  return {r[0]: r for r in rows}
+
+
+def test_status_table_has_one_row_per_claim_in_order():
+  ids = list(status_rows())
+  assert ids == list(status_expectations())
+  assert {i[0] for i in ids} == set("ABCDEF")
+
+
+@pytest.mark.parametrize("row_id", list(status_expectations()))
+def test_status_table_jaxssl_values(row_id: str):
+  check_numbers(status_rows()[row_id][3], status_expectations()[row_id], f"status {row_id}")
+
+
+@pytest.mark.parametrize("row_id", list(verdict_expectations()))
+def test_status_table_verdict_numbers(row_id: str):
+  check_numbers(status_rows()[row_id][4], verdict_expectations()[row_id], f"status verdict {row_id}")
+
+
+def test_status_table_claims_that_the_numbers_carry():
+  """The comparisons the status rows state in words hold in the JSON."""
+  cells = _koromilas_cells()
+  assert all(c["dhel"]["linear_probe"] > max(c["nt_xent"]["linear_probe"], c["dcl"]["linear_probe"])
+             for c in cells.values())  # B3: 8 of 8
+  for c in cells.values():  # B2: DHEL and KCL higher effective rank of z in every cell
+    assert min(c["dhel"]["effective_rank_z"], c["kcl"]["effective_rank_z"]) > max(
+        c["nt_xent"]["effective_rank_z"], c["dcl"]["effective_rank_z"])
+  mins = load("dynamics/hem")["minimisers"]
+  assert list(mins["icosahedron"]["losses"]) == ["info_nce"]  # B5: icosahedron for InfoNCE only
+  assert all(len(e["losses"]) == 5 for k, e in mins.items() if k != "icosahedron")
+  for name in ("dimensional_collapse", "dimensional_collapse_2000"):
+    res = load(name)
+    rows = {r["variant"]: r for r in res["rows"]}
+    for v, r in rows.items():  # C1: the committed counts are the 1e-6 tail of the committed spectra
+      assert _collapsed(res["spectra"][v]["spectrum_r"], COLLAPSED_EIG_FRACTION) == r["collapsed_dims_r"]
+    assert max(rows, key=lambda v: rows[v]["effective_rank_r"]) == "directclr"  # C3
+  assert load("dynamics/jing")["case1_strong_augmentation"]["monotonic_every_seed"]  # C5
+  widths = [w["d_out"] for w in load("dynamics/halvagal")["cosine"]["max_rel_err_vs_width"]]
+  assert 20 in widths  # E2: the committed scan has d_out = 20 ...
+  script = (ROOT / "experiments" / "dynamics_halvagal.py").read_text()
+  assert "for d_out in (10, 40, 80):" in script  # ... which the current script does not produce
+
+
+# --------------------------------------------------------------------------------------
+# Experiments' total CPU time
+
+
+def _json_seconds() -> dict[str, Callable[[], float]]:
+  def dyn(name: str) -> float:
+    return float(load(f"dynamics/{name}")["seconds"])
+
+  def jing() -> float:
+    j = load("dynamics/jing")
+    return j["case1_strong_augmentation"]["seconds"] + j["case2_implicit_regularisation"]["seconds"]
+
+  return {
+      "Wang & Liu, temperature": lambda: sum(load("temperature")["seconds"].values()),
+      "Jing, 500 steps": lambda: load("dimensional_collapse")["seconds"],
+      "Jing, 2000 steps": lambda: load("dimensional_collapse_2000")["seconds"],
+      "non-contrastive, weight-decay part": lambda: load("noncontrastive")["seconds"],
+      "non-contrastive, 1000 steps": lambda: load("noncontrastive_long")["seconds"],
+      "Koromilas, batch 32 and 128": lambda: load("contrastive_batch_size")["seconds"],
+      "label-free selection": lambda: sum(load("label_free_selection")["seconds"].values()),
+      "Tian dynamics": lambda: dyn("tian"),
+      "Halvagal dynamics": lambda: dyn("halvagal"),
+      "Bao dynamics": lambda: dyn("bao"),
+      "Jing toy cases": jing,
+      "HEM minimisers": lambda: dyn("hem"),
+  }
+
+
+# rows whose time is stated in the docs' text, not in a results.json: (where, the text that states it)
+DOCS_TIMES = {
+    "main job": ("README.md", "took **9 min 31 s** with the set-up", 9 + 31 / 60),
+    "non-contrastive, EMA part (300 steps)": ("docs/results.md", "--probe-epochs 10` (15 min).", 15.0),
+    "Koromilas, batch 64 and 256": ("docs/results.md", "13 min for batch 64 and 256", 13.0),
+}
+
+
+def test_cpu_time_table():
+  rows = one_table(results_md(), ["experiment", "command", "wall time (min)", "source"])
+  *body, total = rows
+  seconds = _json_seconds()
+  assert sorted(r[0] for r in body) == sorted([*seconds, *DOCS_TIMES])
+  for name, _, minutes, source in body:
+    if name in seconds:
+      check_cell(minutes, seconds[name]() / 60, f"time of {name}")
+      assert "results.json" in source
+    else:
+      where, text, value = DOCS_TIMES[name]
+      assert text in (ROOT / where).read_text(), f"{where} no longer states {text!r}"
+      check_cell(minutes, value, f"time of {name}")
+  json_min = sum(f() for f in seconds.values()) / 60
+  docs_min = sum(v for _, _, v in DOCS_TIMES.values())
+  assert total[0] == "**total**"
+  check_cell(total[2], json_min + docs_min, "total time")
+  check_numbers(total[3], [json_min, docs_min, (json_min + docs_min) / 60], "total time split")
