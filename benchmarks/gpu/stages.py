@@ -310,7 +310,9 @@ def stage_train_step(rec: Recorder, sz: dict[str, Any], args: Any) -> None:
   if tl is not None:
     torch = tl[0]
     torch_device = torch.device("cuda" if gpu else "cpu")
-    torch.set_num_threads(os.cpu_count())
+    # The CPUs this process may use (taskset / container CPU set), not os.cpu_count(): more
+    # torch threads than usable CPUs stall under load (issue 21).
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     if gpu and not torch.cuda.is_available():
       no_torch = f"PyTorch {torch.__version__} sees no CUDA device"
     torch.backends.cudnn.benchmark = True   # autotuned convolutions for the fixed shapes, as XLA autotunes
