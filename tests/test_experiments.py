@@ -8,6 +8,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import isoloss_vs_directpred as ivd  # noqa: E402
 import label_free_selection  # noqa: E402
 import noncontrastive  # noqa: E402
 
@@ -172,3 +173,99 @@ def test_docs_label_free_table_equals_the_committed_results_json():
     for text, (value, ci) in ((rho, (c["spearman"], c["spearman_ci"])), (gap, (c["oracle_gap"], c["oracle_gap_ci"])),
                               (random_gap, (s["random_pick_gap"], s["random_pick_gap_ci"]))):
       assert [float(v) for v in re.findall(number, text)] == [round(value, 2), round(ci[0], 2), round(ci[1], 2)]
+
+
+def _ivd_runs(probe_iso, probe_byol, erank_iso, erank_byol):
+  runs = []
+  for seed, pi, pb, ei, eb in zip(range(len(probe_iso)), probe_iso, probe_byol, erank_iso, erank_byol):
+    runs.append({"arm": "isoloss", "seed": seed, "linear_probe": pi, "effective_rank_z": ei,
+                 "knn_200": pi - 2.0, "effective_rank_r": 2 * ei})
+    runs.append({"arm": "byol", "seed": seed, "linear_probe": pb, "effective_rank_z": eb,
+                 "knn_200": pb - 2.0, "effective_rank_r": 2 * eb})
+  return runs
+
+
+def test_isoloss_vs_directpred_verdict_rule_on_hand_made_numbers():
+  # Probe gaps 1, 1.5, 1.5: mean 4/3, sd 0.2887 (ddof 1), 2 sd = 0.577 < 4/3: holds.
+  g = ivd.paired_gap([80.0, 81.0, 82.0], [79.0, 79.5, 80.5])
+  assert g["diffs"] == pytest.approx([1.0, 1.5, 1.5])
+  assert g["mean"] == pytest.approx(4 / 3) and g["sd"] == pytest.approx(math.sqrt(1 / 12))
+  assert g["isoloss_wins_every_seed"] and g["mean_exceeds_2sd"] and g["holds"]
+  # Wins every seed, but gaps 0.5, 1, 3: mean 1.5 < 2 sd = 2.65: fails.
+  g = ivd.paired_gap([80.5, 81.0, 83.0], [80.0, 80.0, 80.0])
+  assert g["isoloss_wins_every_seed"] and not g["mean_exceeds_2sd"] and not g["holds"]
+  # A large mean with one losing seed fails; so do one seed (no sd) and a diverged run.
+  assert not ivd.paired_gap([90.0, 90.0, 79.0], [80.0, 80.0, 80.0])["holds"]
+  one = ivd.paired_gap([85.0], [80.0])
+  assert math.isnan(one["sd"]) and one["isoloss_wins_every_seed"] and not one["holds"]
+  nan = ivd.paired_gap([85.0, math.nan], [80.0, 80.0])
+  assert math.isnan(nan["mean"]) and not nan["isoloss_wins_every_seed"] and not nan["holds"]
+  with pytest.raises(ValueError):
+    ivd.paired_gap([1.0, 2.0], [1.0])
+  assert ivd.verdict({"linear_probe": True, "effective_rank_z": True}) == "reproduced"
+  assert ivd.verdict({"linear_probe": False, "effective_rank_z": True}) == "mixed"
+  assert ivd.verdict({"linear_probe": False, "effective_rank_z": False}) == "not reproduced"
+  # From rows: the probe holds, the effective rank loses in seed 1: mixed.
+  runs = _ivd_runs([80.0, 81.0, 82.0], [79.0, 79.5, 80.5], [30.0, 20.0, 31.0], [25.0, 26.0, 25.0])
+  s = ivd.summarise(runs, [0, 1, 2])
+  assert s["holds"] == {"linear_probe": True, "effective_rank_z": False} and s["verdict"] == "mixed"
+  assert s["paired"]["effective_rank_z"]["diffs"] == pytest.approx([5.0, -6.0, 6.0])
+  assert s["per_arm"]["byol"]["linear_probe"]["mean"] == pytest.approx(79.666666, rel=1e-6)
+  runs = _ivd_runs([80.0, 81.0, 82.0], [79.0, 79.5, 80.5], [30.0, 31.0, 32.0], [25.0, 26.0, 26.0])
+  assert ivd.summarise(runs, [0, 1, 2])["verdict"] == "reproduced"
+  runs = _ivd_runs([79.0, 79.5, 80.5], [80.0, 81.0, 82.0], [25.0, 26.0, 26.0], [30.0, 31.0, 32.0])
+  assert ivd.summarise(runs, [0, 1, 2])["verdict"] == "not reproduced"
+
+
+def test_isoloss_vs_directpred_quick_path_end_to_end(tmp_path, monkeypatch):
+  """`isoloss_vs_directpred.py --quick` on a fake 320 + 100 image Fashion-MNIST: 2 arms x 2
+  seeds, trained and evaluated; the JSON's structure, the controlled pair (the arms' configs
+  differ in loss.objective only) and the verdict recomputed from the written runs."""
+  import json
+
+  from _tiny import tiny_fmnist
+  from jaxssl import data
+  from jaxssl.data import fashion_mnist as fm
+  tiny_fmnist(str(tmp_path), n_train=320, n_test=100)
+  monkeypatch.setenv("JAXSSL_FMNIST_DIR", str(tmp_path))
+  monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path / "data"))
+  monkeypatch.setattr(fm, "FMNIST_COUNTS", {"train": 320, "test": 100})
+  data.clear_cache()
+  try:
+    out = tmp_path / "out"
+    assert ivd.main(["--quick", "--out", str(out)]) == 0
+  finally:
+    data.clear_cache()
+  result = json.loads((out / "results.json").read_text())
+  assert result["quick"] and result["seeds"] == [0, 1] and result["steps"] == 16
+  assert result["shared"] == {"predictor_kind": "halvagal", "closed_form_timing": "in_loss", "eps": 0.0,
+                              "alpha": 0.5, "decay": 0.5, "ema_target": False}
+  assert result["differing_fields"] == {"0": ["loss.objective"], "1": ["loss.objective"]}
+  runs = result["runs"]
+  assert sorted((r["arm"], r["seed"]) for r in runs) == [("byol", 0), ("byol", 1), ("isoloss", 0), ("isoloss", 1)]
+  for r in runs:
+    c = r["config"]
+    assert c["method"] == "isoloss" and c["loss.objective"] == r["arm"] and c["seed"] == r["seed"]
+    assert c["ema.enabled"] is False and c["predictor.eps"] == 0.0 and c["train.num_steps"] == 16
+    assert 0.0 <= r["linear_probe"] <= 100.0 and 0.0 <= r["knn_200"] <= 100.0
+    assert 1.0 <= r["effective_rank_z"] <= 8.0 and r["seconds"] > 0
+    assert r["history"]["steps"] and len(r["history"]["steps"]) == len(r["history"]["effective_rank_z"])
+  s = result["summary"]
+  assert set(s["paired"]) == set(ivd.REPORTED_METRICS)
+  recomputed = ivd.summarise(runs, result["seeds"])
+  assert s["verdict"] == recomputed["verdict"] == result["claims"]["verdict"]
+  assert s["verdict"] in ("reproduced", "mixed", "not reproduced")
+  for m in ivd.REPORTED_METRICS:
+    assert s["paired"][m]["diffs"] == pytest.approx(recomputed["paired"][m]["diffs"])
+  table = (out / "table.md").read_text()
+  assert table.count("| IsoLoss | ") == 2 and table.count("| BYOL loss (DirectPred arm) | ") == 2
+  assert "paired gap IsoLoss − BYOL loss" in table and f"**Verdict: {s['verdict']}**" in table
+  assert (out / "erank_vs_step.png").exists()
+  # A second call reuses every finished run (no training) and rebuilds the same verdict.
+  assert ivd.main(["--quick", "--out", str(out)]) == 0
+  again = json.loads((out / "results.json").read_text())
+  assert again["summary"]["verdict"] == s["verdict"]
+  assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in runs]
+  # ... but never a run trained with other settings.
+  with pytest.raises(SystemExit, match=r"predictor\.eps: 0\.0 -> 0\.1"):
+    ivd.main(["--quick", "--eps", "0.1", "--out", str(out)])

@@ -376,6 +376,62 @@ def test_isoloss_l2_identity_holds_for_a_non_symmetric_predictor():
   np.testing.assert_allclose(np.asarray(g_iso), np.asarray(g_byol), rtol=1e-5, atol=1e-6)
 
 
+def ref_byol_grad_p(p, t, kind):
+  """d/dp of `ref_byol(p, t, kind)` (t fixed), by hand in float64."""
+  m = len(p)
+  if kind == "l2":
+    return 2.0 * (p - t) / m
+  pn = np.linalg.norm(p, axis=1, keepdims=True)
+  cos = np.sum(p * t, axis=1, keepdims=True) / (pn * np.linalg.norm(t, axis=1, keepdims=True))
+  return -2.0 / m * (nrm(t) / pn - cos * p / pn ** 2)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "l2"])
+def test_isoloss_method_objectives_share_the_predictor_and_differ_in_the_gradient(kind):
+  """The isoloss method's loss.objective: "byol" is the BYOL loss on p = z W_p (value and
+  gradient W_p^T grad_p, NumPy); "isoloss" on the same inputs keeps Halvagal's identity
+  grad_z L_iso = grad_p L_BYOL. Symmetrised: l(z1 W, sg z2) + l(z2 W, sg z1), no EMA target."""
+  from jaxssl.methods import LossInputs, get_method
+  method = get_method("isoloss")
+  z1, z2 = _views(15)
+  w = jnp.asarray(W_PSD, jnp.float32)
+  b = jnp.asarray(z2, jnp.float32)
+
+  def hook(objective, a):
+    return method.loss(LossInputs({"z": a}, {"z": b}, None, None, w), {"kind": kind, "objective": objective})
+
+  a = jnp.asarray(z1, jnp.float32)
+  want = ref_byol(z1 @ W_PSD, z2, kind) + ref_byol(z2 @ W_PSD, z1, kind)
+  np.testing.assert_allclose(float(hook("byol", a)), want, rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(float(hook("isoloss", a)),
+                             ref_isoloss(z1, z2, W_PSD, kind) + ref_isoloss(z2, z1, W_PSD, kind), rtol=RTOL, atol=ATOL)
+  # Only the first term depends on z1 (it is the stop-gradient target of the second).
+  g_p = ref_byol_grad_p(z1 @ W_PSD, z2, kind)
+  g_byol = np.asarray(jax.grad(lambda a_: hook("byol", a_))(a))
+  g_iso = np.asarray(jax.grad(lambda a_: hook("isoloss", a_))(a))
+  np.testing.assert_allclose(g_byol, g_p @ W_PSD.T, rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(g_iso, g_p, rtol=2e-5, atol=1e-6)
+  assert np.abs(g_iso - g_byol).max() > 1e-3
+
+
+def test_isoloss_objective_is_a_declared_validated_config_field():
+  import os
+
+  from jaxssl import config as config_lib
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs")
+  cfg = config_lib.load_config(os.path.join(path, "isoloss.py"), ["loss.objective=byol"])
+  assert cfg.loss.objective == "byol"
+  assert config_lib.load_config(os.path.join(path, "isoloss.py")).loss.objective == "isoloss"
+  with pytest.raises(ConfigError, match=r"config\.loss\.objective must be one of 'isoloss', 'byol', got 'directpred'"):
+    config_lib.load_config(os.path.join(path, "isoloss.py"), ["loss.objective=directpred"])
+  # Only IsoLoss declares it: elsewhere it is an unknown hyperparameter.
+  cfg = config_lib.load_config(os.path.join(path, "directpred.py"))
+  with cfg.loss.unlocked():
+    cfg.loss.objective = "byol"
+  with pytest.raises(ConfigError, match=r"config\.loss\.objective is not a hyperparameter of method 'directpred'"):
+    config_lib.validate_config(cfg)
+
+
 def test_nt_xent_wang_liu_gradient_balance():
   """Wang & Liu: sum_k |dl/ds_ik| over negatives == |dl/ds_ii| (checked on info_nce's logits)."""
   r = np.random.RandomState(14)

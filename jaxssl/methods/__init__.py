@@ -43,6 +43,13 @@ def temperature(default: float) -> HParam:
 
 KIND = HParam("loss.kind", "cosine", one_of("cosine", "l2"), doc="regression loss: 'cosine' or unnormalised 'l2'")
 
+# IsoLoss's loss on its own closed-form predictor, or the BYOL loss on that same predictor
+# (the official code's `iso: False`: Halvagal et al.'s DirectPred arm).
+ISO_OBJECTIVES = ("isoloss", "byol")
+OBJECTIVE = HParam("loss.objective", "isoloss", one_of(*ISO_OBJECTIVES),
+                   doc="'isoloss' (grad_z = grad_p of the BYOL loss) or 'byol' (the BYOL loss on p = z W_p, "
+                       "gradient through W_p), both with the same closed-form predictor")
+
 
 # ----------------------------------------------------------------------------- loss hooks
 
@@ -94,7 +101,14 @@ def symmetric_byol_closed_form(inp: LossInputs, hp: Mapping[str, Any]) -> jax.Ar
 
 
 def symmetric_isoloss(inp: LossInputs, hp: Mapping[str, Any]) -> jax.Array:
-  """IsoLoss: iso(z1, sg t2; W_p) + iso(z2, sg t1; W_p)."""
+  """IsoLoss: iso(z1, sg t2; W_p) + iso(z2, sg t1; W_p).
+
+  With `loss.objective` = "byol": the BYOL loss l(z1 W_p, sg t2) + l(z2 W_p, sg t1) on the same
+  closed-form predictor (formula, eps, alpha, tau_C, timing): DirectPred as Halvagal et al.'s
+  code runs it (`iso: False`), so that a pair of runs differs in the loss only.
+  """
+  if hp["objective"] == "byol":
+    return symmetric_byol_closed_form(inp, hp)
   t1, t2 = _regression_targets(inp)
   return (NC.isoloss(inp.online1["z"], t2, inp.w_pred, kind=hp["kind"])
           + NC.isoloss(inp.online2["z"], t1, inp.w_pred, kind=hp["kind"]))
@@ -143,7 +157,7 @@ _ENTRIES = [
            (KIND, *ema_hparams(0.99), *predictor_hparams(decay=0.3, eps=0.3, freq=1)),
            target="ema", closed_form="directcopy", doc="DirectCopy (Wang et al. 2021)"),
     Method("isoloss", "noncontrastive", symmetric_isoloss,
-           (KIND, *ema_hparams(0.99, enabled=False), *predictor_hparams(decay=0.5, eps=0.1, alpha=0.5)),
+           (KIND, OBJECTIVE, *ema_hparams(0.99, enabled=False), *predictor_hparams(decay=0.5, eps=0.1, alpha=0.5)),
            target="ema", closed_form="halvagal", closed_form_timing="in_loss",
            doc="IsoLoss (Halvagal et al. 2023)"),
     Method("vicreg", "covariance", _on("z", NC.vicreg, "sim", "var", "cov"),
