@@ -257,6 +257,7 @@ def status_expectations() -> dict[str, list[float]]:
   sp = hal["speedup"]
   bao = load("dynamics/bao")
   run = bao["paper_run"]
+  ivd = load("isoloss_vs_directpred")["summary"]
   bpd = bao["phase_diagram"]
   return {
       "A1": [*(tau[x]["uniformity_z"] for x in taus), 0.1, 1.0, tau[0.07]["uniformity_z"], 0.07],
@@ -313,6 +314,10 @@ def status_expectations() -> dict[str, list[float]]:
              w05["isoloss_closed_form"]],
       "E3": [sp["t90_euclidean_ode"], sp["t90_isoloss_ode"], sp["t90_isoloss_closed_form"],
              sp["t90_euclidean_network"], sp["t90_isoloss_network"]],
+      "E4": [*(v for m in ("linear_probe", "effective_rank_z") for arm in ("isoloss", "byol")
+               for v in (ivd["per_arm"][arm][m]["mean"], ivd["per_arm"][arm][m]["sd"])),
+             *(v for m in ("linear_probe", "effective_rank_z")
+               for v in (ivd["paired"][m]["mean"], ivd["paired"][m]["sd"]))],
       "F1": [run["l2_norm_phi_final"], run["cosine_norm_phi_final"], run["cosine_participation_ratio_final"], bao["h"]],
       "F2": [run["gradient_flow_norm_decay_max_rel_err"]],
       "F3": [100 * bao["eigen_trajectories"]["max_err_s_over_max"], 100 * bao["eigen_trajectories"]["max_err_p_over_max"],
@@ -333,6 +338,36 @@ def verdict_expectations() -> dict[str, list[float]]:
       "B3": [len(margins), len(_dhel_margins()), *margins, 0.5],
       "E2": [10, *(100 * w["cosine"] for w in widths), *(w["d_out"] for w in widths), 20, 10, 40, 80],
   }
+
+
+ISOLOSS_HEADER = ["arm", "seed", "linear probe (%)", "kNN-200 (%)", "eff. rank z", "eff. rank r", "wall (s)"]
+ISOLOSS_METRICS = ("linear_probe", "knn_200", "effective_rank_z", "effective_rank_r")
+
+
+def test_isoloss_vs_byol_loss_table_equals_results_json():
+  """The controlled Halvagal comparison: every run, the arms' mean ± sd and the paired gap."""
+  res = load("isoloss_vs_directpred")
+  rows = one_table(results_md(), ISOLOSS_HEADER)
+  labels = {"IsoLoss": "isoloss", "BYOL loss (DirectPred arm)": "byol"}
+  runs = {(r["arm"], r["seed"]): r for r in res["runs"]}
+  s = res["summary"]
+  seen = 0
+  for row in rows:
+    if row[0] in labels:
+      r = runs[(labels[row[0]], int(row[1]))]
+      check_numbers(" ".join(row[2:]), [*(r[m] for m in ISOLOSS_METRICS), r["seconds"]], f"isoloss run {row[:2]}")
+      seen += 1
+    elif row[0].startswith("paired gap"):
+      check_numbers(" ".join(row[2:]), [v for m in ISOLOSS_METRICS for v in
+                                        (s["paired"][m]["mean"], s["paired"][m]["sd"])], row[0])
+    else:
+      assert row[0].endswith(", mean ± sd"), row
+      arm = labels[row[0][:-len(", mean ± sd")]]
+      check_numbers(" ".join(row[2:]), [v for m in ISOLOSS_METRICS for v in
+                                        (s["per_arm"][arm][m]["mean"], s["per_arm"][arm][m]["sd"])], row[0])
+  assert seen == len(res["runs"]) == 2 * len(res["seeds"])
+  assert res["differing_fields"] and all(d == ["loss.objective"] for d in res["differing_fields"].values())
+  assert f"**Verdict: {s['verdict']}**" in results_md()
 
 
 STATUS_HEADER = ["#", "claim (PAPERS.md section)", "paper or re-simulation value", "jaxssl value", "verdict", "seeds",
@@ -410,12 +445,13 @@ def _json_seconds() -> dict[str, Callable[[], float]]:
       "Bao dynamics": lambda: dyn("bao"),
       "Jing toy cases": jing,
       "HEM minimisers": lambda: dyn("hem"),
+      "IsoLoss vs BYOL loss, controlled (3 seeds)": lambda: load("isoloss_vs_directpred")["seconds"],
   }
 
 
 # rows whose time is stated in the docs' text, not in a results.json: (where, the text that states it)
 DOCS_TIMES = {
-    "main job": ("README.md", "took **9 min 31 s** with the set-up", 9 + 31 / 60),
+    "main job": ("README.md", "took **8 min 51 s** with the set-up", 8 + 51 / 60),
     "non-contrastive, EMA part (300 steps)": ("docs/results.md", "--probe-epochs 10` (15 min).", 15.0),
     "Koromilas, batch 64 and 256": ("docs/results.md", "13 min for batch 64 and 256", 13.0),
 }
