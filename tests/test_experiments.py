@@ -1,6 +1,7 @@
 """The reproduction scripts' claim logic (experiments/*.py) on hand-made result rows."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -16,6 +17,24 @@ import noncontrastive  # noqa: E402
 def _row(kind, wd, norm, erank, acc):
   return {"kind": kind, "weight_decay": wd, "norm_z": norm, "effective_rank_z": erank, "linear_probe": acc}
 
+
+
+@contextlib.contextmanager
+def tiny_fashion_mnist(tmp_path, monkeypatch):
+  """A 320/100-image fake Fashion-MNIST under tmp_path for a --quick run (the data cache cleared
+  before and after)."""
+  from _tiny import tiny_fmnist
+  from jaxssl import data
+  from jaxssl.data import fashion_mnist as fm
+  tiny_fmnist(str(tmp_path), n_train=320, n_test=100)
+  monkeypatch.setenv("JAXSSL_FMNIST_DIR", str(tmp_path))
+  monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path / "data"))
+  monkeypatch.setattr(fm, "FMNIST_COUNTS", {"train": 320, "test": 100})
+  data.clear_cache()
+  try:
+    yield
+  finally:
+    data.clear_cache()
 
 def test_weight_decay_collapse_kinds_and_claims():
   # Bao: the L2 form shrinks to zero above a threshold; the cosine form keeps a non-zero
@@ -130,19 +149,9 @@ def test_label_free_selection_quick_path_end_to_end(tmp_path, monkeypatch):
   one 3-member sweep, its evaluation, and the statistics recomputed from the written rows."""
   import json
 
-  from _tiny import tiny_fmnist
-  from jaxssl import data
-  from jaxssl.data import fashion_mnist as fm
-  tiny_fmnist(str(tmp_path), n_train=320, n_test=100)
-  monkeypatch.setenv("JAXSSL_FMNIST_DIR", str(tmp_path))
-  monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path / "data"))
-  monkeypatch.setattr(fm, "FMNIST_COUNTS", {"train": 320, "test": 100})
-  data.clear_cache()
-  try:
-    out = tmp_path / "out"
+  out = tmp_path / "out"
+  with tiny_fashion_mnist(tmp_path, monkeypatch):
     assert label_free_selection.main(["--quick", "--methods", "simclr", "--out", str(out)]) == 0
-  finally:
-    data.clear_cache()
   result = json.loads((out / "results.json").read_text())
   rows = result["rows"]
   assert [r["temperature"] for r in rows] == [0.05, 0.2, 1.0] and {r["lr"] for r in rows} == {3e-4}
@@ -223,19 +232,9 @@ def test_isoloss_vs_directpred_quick_path_end_to_end(tmp_path, monkeypatch):
   differ in loss.objective only) and the verdict recomputed from the written runs."""
   import json
 
-  from _tiny import tiny_fmnist
-  from jaxssl import data
-  from jaxssl.data import fashion_mnist as fm
-  tiny_fmnist(str(tmp_path), n_train=320, n_test=100)
-  monkeypatch.setenv("JAXSSL_FMNIST_DIR", str(tmp_path))
-  monkeypatch.setenv("JAXSSL_DATA_DIR", str(tmp_path / "data"))
-  monkeypatch.setattr(fm, "FMNIST_COUNTS", {"train": 320, "test": 100})
-  data.clear_cache()
-  try:
-    out = tmp_path / "out"
+  out = tmp_path / "out"
+  with tiny_fashion_mnist(tmp_path, monkeypatch):
     assert ivd.main(["--quick", "--out", str(out)]) == 0
-  finally:
-    data.clear_cache()
   result = json.loads((out / "results.json").read_text())
   assert result["quick"] and result["seeds"] == [0, 1] and result["steps"] == 16
   assert result["shared"] == {"predictor_kind": "halvagal", "closed_form_timing": "in_loss", "eps": 0.0,
