@@ -256,6 +256,14 @@ MODEL_DTYPES = ("float32", "bfloat16")
 MEMBER_MODES = ("auto", "program", "sequential")   # config.mesh.member_mode (jaxssl.sweep.member_mode)
 
 
+def configured_member_mode(cfg: ml_collections.ConfigDict) -> str:
+  """config.mesh.member_mode (absent: "auto"), checked to be one of MEMBER_MODES."""
+  mode = cfg.mesh.get("member_mode", "auto")
+  if mode not in MEMBER_MODES:
+    raise ConfigError(f"config.mesh.member_mode={mode!r}; use one of {', '.join(map(repr, MEMBER_MODES))}")
+  return mode
+
+
 def _dtype_route_error(sub: str) -> str:
   return (f"config.model.{sub}.dtype is not supported: the compute dtype of the whole network (encoder, "
           f"projector and predictor) is the one field config.model.dtype, e.g. --config.model.dtype=bfloat16 "
@@ -452,9 +460,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
   _int_at_least(cfg, "train.aug_stream", 0)
   validate_eval_config(cfg)
   validate_model_dtype(cfg)
-  mode = cfg.mesh.get("member_mode", "auto")
-  if mode not in MEMBER_MODES:
-    raise ConfigError(f"config.mesh.member_mode={mode!r}; use one of {', '.join(map(repr, MEMBER_MODES))}")
+  configured_member_mode(cfg)
   multicrop_lib.validate(cfg)
   alarm = cfg.train.collapse_alarm
   if alarm.policy not in ("off", "warn", "stop"):

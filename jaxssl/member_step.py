@@ -62,9 +62,7 @@ def member_mode(cfg: ml_collections.ConfigDict) -> str:
   * "auto" (default): "sequential" on the CPU, unless `member_chunk` or `member_devices > 1`
     asks for the one program; "program" on accelerators.
   """
-  mode = cfg.mesh.get("member_mode", "auto")
-  if mode not in MEMBER_MODES:
-    raise ConfigError(f"config.mesh.member_mode={mode!r}; use one of {', '.join(map(repr, MEMBER_MODES))}")
+  mode = config_lib.configured_member_mode(cfg)
   sharded = int(cfg.mesh.member_devices or 1) > 1
   if mode == "sequential" and sharded:
     raise ConfigError(f"config.mesh.member_mode='sequential' steps one member at a time; it cannot shard "
