@@ -123,17 +123,10 @@ def summarise(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[s
   per_arm = {}
   for arm in ARMS:
     mine = [r for r in runs if r["arm"] == arm]
-    per_arm[arm] = {m: _mean_sd([r[m] for r in mine]) for m in REPORTED_METRICS}
+    per_arm[arm] = {m: rc.mean_sd([r[m] for r in mine]) for m in REPORTED_METRICS}
   paired = paired_statistics(runs, seeds)
   holds = {m: paired[m]["holds"] for m in VERDICT_METRICS}
   return {"per_arm": per_arm, "paired": paired, "holds": holds, "verdict": verdict(holds)}
-
-
-def _mean_sd(values: Sequence[float]) -> dict[str, float]:
-  v = [float(x) for x in values]
-  ok = bool(v) and all(math.isfinite(x) for x in v)
-  return {"mean": statistics.fmean(v) if ok else math.nan,
-          "sd": statistics.stdev(v) if ok and len(v) >= 2 else math.nan}
 
 
 # ----------------------------------------------------------------------------- configs and runs
@@ -196,13 +189,7 @@ def run_arm(arm: str, seed: int, cfg, out: str) -> dict[str, Any]:
   workdir = os.path.join(out, f"{arm}_seed{seed}")
   check_reusable(workdir, cfg)
   row = rc.run_one(cfg, workdir, arm=arm, seed=int(seed))
-  timing = os.path.join(workdir, "wall_seconds.json")
-  if row["seconds"] > 0 and "error" not in row:
-    with open(timing, "w") as f:
-      json.dump({"seconds": row["seconds"]}, f)
-  elif os.path.exists(timing):             # a reused run: its wall time when it was trained
-    with open(timing) as f:
-      row["seconds"] = float(json.load(f)["seconds"])
+  rc.record_wall_time(row, workdir)
   hist = rc.spectrum_history(workdir)
   row["history"] = {"steps": [int(h["step"]) for h in hist],
                     "effective_rank_z": [float(h["effective_rank_z"]) for h in hist],
@@ -212,12 +199,6 @@ def run_arm(arm: str, seed: int, cfg, out: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- outputs
-
-def _pm(stat: Mapping[str, float]) -> str:
-  if not math.isfinite(stat["mean"]):
-    return "nan"
-  return f"{stat['mean']:.2f}" + (f" ± {stat['sd']:.2f}" if math.isfinite(stat["sd"]) else "")
-
 
 def table_lines(result: Mapping[str, Any]) -> list[str]:
   """One row per arm x seed, the mean ± sd of each arm and the paired gap IsoLoss - BYOL loss."""
@@ -231,9 +212,9 @@ def table_lines(result: Mapping[str, Any]) -> list[str]:
   n = len(result["seeds"])
   for arm in ARMS:
     lines.append(f"| {ARM_LABELS[arm]}, mean ± sd | {n} seeds | "
-                 + " | ".join(_pm(s["per_arm"][arm][k]) for k, _ in cols) + " | |")
+                 + " | ".join(rc.pm(s["per_arm"][arm][k]) for k, _ in cols) + " | |")
   lines.append("| paired gap IsoLoss − BYOL loss, mean ± sd | " + ",".join(map(str, result["seeds"])) + " | "
-               + " | ".join(_pm(s["paired"][k]) for k, _ in cols) + " | |")
+               + " | ".join(rc.pm(s["paired"][k]) for k, _ in cols) + " | |")
   lines += ["", "| metric | paired differences | IsoLoss wins every seed | mean > 2 sd | holds |",
             "|---|---|---|---|---|"]
   for m in VERDICT_METRICS:

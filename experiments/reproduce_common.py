@@ -117,6 +117,18 @@ def run_one(cfg, workdir: str, **extra) -> dict[str, Any]:
   return {**_row(out["eval"]["model"], extra), "seconds": time.time() - t0, "workdir": workdir}
 
 
+def record_wall_time(row: dict[str, Any], workdir: str) -> None:
+  """Keeps a run's training + evaluation wall time in <workdir>/wall_seconds.json: written when
+  `row` (from `run_one`) was trained now, read back into row["seconds"] when it was reused."""
+  path = os.path.join(workdir, "wall_seconds.json")
+  if row["seconds"] > 0 and "error" not in row:
+    with open(path, "w") as f:
+      json.dump({"seconds": row["seconds"]}, f)
+  elif os.path.exists(path):
+    with open(path) as f:
+      row["seconds"] = float(json.load(f)["seconds"])
+
+
 def run_sweep(cfg, workdir: str, field: str, values: Sequence[float], key: str | None = None,
               **extra) -> list[dict[str, Any]]:
   """Trains len(values) models at once (`jaxssl.sweep`, one compiled program) over the
@@ -182,6 +194,22 @@ def nonfinite_logged(workdir: str, member: int | None = None) -> int:
   from jaxssl.logging_utils import read_metrics
   return sum(1 for r in read_metrics(workdir) if r.get("member") == member
              and (r.get("loss_finite", 1.0) == 0.0 or r.get("grad_finite", 1.0) == 0.0))
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, float]:
+  """{"mean", "sd"} of `values` (sample sd, ddof 1; NaN below 2 values); NaN if any value is not finite."""
+  import statistics
+  v = [float(x) for x in values]
+  ok = bool(v) and all(math.isfinite(x) for x in v)
+  return {"mean": statistics.fmean(v) if ok else math.nan,
+          "sd": statistics.stdev(v) if ok and len(v) >= 2 else math.nan}
+
+
+def pm(stat: Mapping[str, float], digits: int = 2) -> str:
+  """"mean ± sd" of a `mean_sd` dict ("mean" alone when sd is NaN, "nan" when mean is)."""
+  if not math.isfinite(stat["mean"]):
+    return "nan"
+  return f"{stat['mean']:.{digits}f}" + (f" ± {stat['sd']:.{digits}f}" if math.isfinite(stat["sd"]) else "")
 
 
 def fmt(v: Any) -> str:

@@ -243,11 +243,14 @@ EncodeFn = Callable[[jax.Array], Mapping[str, jax.Array]]
 
 
 def representation_metrics(z: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """Uniformity (-L_unif, t=2), tolerance and effective rank of embeddings (Wang & Liu;
-  Koromilas), and their RMS norm (`diagnostics.embedding_norm`: a collapse to zero, Bao)."""
+  """Uniformity (-L_unif, t=2), tolerance, local separation (k = 10) and effective rank of
+  embeddings (Wang & Liu; Koromilas), and their RMS norm (`diagnostics.embedding_norm`: a
+  collapse to zero, Bao)."""
   z = jnp.asarray(z)
+  y = jnp.asarray(labels)
   return {"uniformity": float(-diagnostics.uniformity(z, t=2.0)),
-          "tolerance": float(diagnostics.tolerance(z, jnp.asarray(labels))),
+          "tolerance": float(diagnostics.tolerance(z, y)),
+          "local_separation": float(diagnostics.local_separation(z, y, k=min(10, len(z) - 1))),
           "effective_rank": float(diagnostics.effective_rank(diagnostics.spectrum(z))),
           "norm": float(diagnostics.embedding_norm(z))}
 

@@ -273,9 +273,9 @@ def status_expectations() -> dict[str, list[float]]:
              *(v for b in (32, 64, 128, 256) for v in (b, margins[(b, 0)], margins[(b, 1)])), 0.1, 0.5],
       "B4": [*bs["kcl"]["mean"], *bs["M"], bs["kcl_population"], bs["info_nce"]["mean"][0], bs["info_nce"]["mean"][-1],
              bs["dhel_paper"]["mean"][0], bs["dhel_paper"]["mean"][-1]],
-      "B5": [max(le["gram_error"] for k, e in mins.items() if k != "icosahedron" for le in e["losses"].values()),
+      "B5": [max(le["gram_error"] for e in mins.values() for le in e["losses"].values()),
              *(v for k in ("simplex", "cross-polytope", "pentagon", "icosahedron") for v in (mins[k]["m"], mins[k]["d"])),
-             mins["icosahedron"]["losses"]["info_nce"]["gram_error"]],
+             mins["icosahedron"]["temperature"]],
       "C1": [COLLAPSED_EIG_FRACTION, batch,
              *(d5[v]["collapsed_dims_r"] for v in ("none", "mlp", "linear")), 500,
              *(d20[v]["collapsed_dims_r"] for v in ("none", "mlp", "linear")), 2000,
@@ -336,6 +336,7 @@ def verdict_expectations() -> dict[str, list[float]]:
   widths = load("dynamics/halvagal")["cosine"]["max_rel_err_vs_width"]
   return {
       "B3": [len(margins), len(_dhel_margins()), *margins, 0.5],
+      "B5": [len(load("dynamics/hem")["minimisers"]), len(load("dynamics/hem")["minimisers"]["icosahedron"]["losses"])] * 2,
       "E2": [10, *(100 * w["cosine"] for w in widths), *(w["d_out"] for w in widths), 20, 10, 40, 80],
   }
 
@@ -405,8 +406,8 @@ def test_status_table_claims_that_the_numbers_carry():
     assert min(c["dhel"]["effective_rank_z"], c["kcl"]["effective_rank_z"]) > max(
         c["nt_xent"]["effective_rank_z"], c["dcl"]["effective_rank_z"])
   mins = load("dynamics/hem")["minimisers"]
-  assert list(mins["icosahedron"]["losses"]) == ["info_nce"]  # B5: icosahedron for InfoNCE only
-  assert all(len(e["losses"]) == 5 for k, e in mins.items() if k != "icosahedron")
+  # B5: all four configurations for all five losses
+  assert all(sorted(e["losses"]) == ["dcl", "dhel", "info_nce", "kcl", "nt_xent"] for e in mins.values())
   for name in ("dimensional_collapse", "dimensional_collapse_2000"):
     res = load(name)
     rows = {r["variant"]: r for r in res["rows"]}

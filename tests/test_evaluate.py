@@ -195,6 +195,16 @@ def test_representation_metrics_norm_and_effective_rank_match_numpy():
   s = np.sqrt(np.clip(np.linalg.eigvalsh(np.cov(u.T)), 0, None))
   p = s / s.sum()
   np.testing.assert_allclose(got["effective_rank"], np.exp(-np.sum(p * np.log(p))), rtol=1e-4)
+  # Local separation (k = 10): mean same-class cosine minus the mean of the 10 most similar
+  # other-class cosines, per anchor, averaged (NumPy reference).
+  cos = u @ u.T
+  same = labels[:, None] == labels[None, :]
+  sep = []
+  for i in range(len(u)):
+    pos = cos[i][same[i] & (np.arange(len(u)) != i)]
+    neg = np.sort(cos[i][~same[i]])[::-1][:10]
+    sep.append(pos.mean() - neg.mean())
+  np.testing.assert_allclose(got["local_separation"], np.mean(sep), rtol=1e-4, atol=1e-6)
   # A network shrunk to zero (Bao's L2 collapse) keeps its effective rank; only the norm shows it.
   small = evaluate.representation_metrics(z * 1e-5, labels)
   np.testing.assert_allclose(small["effective_rank"], got["effective_rank"], rtol=1e-3)

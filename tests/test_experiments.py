@@ -268,3 +268,157 @@ def test_isoloss_vs_directpred_quick_path_end_to_end(tmp_path, monkeypatch):
   # ... but never a run trained with other settings.
   with pytest.raises(SystemExit, match=r"predictor\.eps: 0\.0 -> 0\.1"):
     ivd.main(["--quick", "--eps", "0.1", "--out", str(out)])
+
+
+# ----------------------------------------------------------------------------- issue 17: seeded experiments
+
+def test_batch_size_robustness_rule_on_hand_made_numbers():
+  import batch_size_robustness as bsr
+
+  def run(loss, b, seed, acc, budgets=("steps",)):
+    return {"loss": loss, "batch": b, "seed": seed, "linear_probe": acc, "budgets": list(budgets)}
+  runs = []
+  for s, (nt, dh, kc) in enumerate([(3.0, 1.0, 2.0), (2.0, 0.5, 1.9), (4.0, 1.0, 0.0)]):
+    for loss, drop in (("nt_xent", nt), ("dhel", dh), ("kcl", kc)):
+      runs += [run(loss, 256, s, 80.0, ("steps", "images")), run(loss, 32, s, 80.0 - drop)]
+  d = bsr.drops(runs, "steps", [32, 256])
+  assert d["nt_xent"] == {0: 3.0, 1: 2.0, 2: 4.0} and d["kcl"][2] == 0.0
+  r = bsr.rule(d, [0, 1, 2])
+  assert r["dhel"]["diffs"] == pytest.approx([2.0, 1.5, 3.0]) and r["dhel"]["smaller_drop_every_seed"]
+  assert r["kcl"]["diffs"] == pytest.approx([1.0, 0.1, 4.0]) and r["verdict"] == "reproduced"
+  # One seed where KCL drops more than NT-Xent: only DHEL holds -> mixed.
+  runs[-1]["linear_probe"] = 70.0          # kcl, batch 32, seed 2: drop 10 > 4
+  assert bsr.rule(bsr.drops(runs, "steps", [32, 256]), [0, 1, 2])["verdict"] == "mixed"
+  # The "images" budget has no batch-32 run here: no drops, no verdict.
+  assert bsr.drops(runs, "images", [32, 256]) == {}
+  assert bsr.budget_steps("images", 32, 600, [32, 256]) == 4800 and bsr.budget_steps("steps", 32, 600, [32, 256]) == 600
+
+
+def test_batch_size_robustness_quick_path_end_to_end(tmp_path, monkeypatch):
+  """`batch_size_robustness.py --quick` (2 losses, 2 seeds, batch 16 vs 32, both budgets) on a fake
+  Fashion-MNIST: the largest batch's run is shared by the two budgets, the per-seed drops in the
+  JSON equal the runs' probe differences, and a second call reuses every run."""
+  import json
+
+  import batch_size_robustness as bsr
+  out = tmp_path / "out"
+  argv = ["--quick", "--losses", "nt_xent,dhel", "--out", str(out)]
+  with tiny_fashion_mnist(tmp_path, monkeypatch):
+    assert bsr.main(argv) == 0
+    result = json.loads((out / "results.json").read_text())
+    runs = result["runs"]
+    assert result["batches"] == [16, 32] and result["seeds"] == [0, 1] and result["steps"] == 8
+    # per (loss, seed): batch 32 x 8 steps (both budgets), batch 16 x 8 (steps), batch 16 x 16 (images)
+    assert len(runs) == 2 * 2 * 3
+    assert sorted((r["batch"], r["steps"], tuple(r["budgets"])) for r in runs if r["loss"] == "dhel" and r["seed"] == 0) \
+        == [(16, 8, ("steps",)), (16, 16, ("images",)), (32, 8, ("steps", "images"))]
+    assert {r["scale_name"] for r in runs} == {"τ"} and all(r["seconds"] > 0 for r in runs)
+    by = {(r["loss"], r["batch"], r["steps"], r["seed"]): r["linear_probe"] for r in runs}
+    drop = result["summary"]["steps"]["drop"]
+    for loss in ("nt_xent", "dhel"):
+      for s in (0, 1):
+        assert drop[loss][str(s)] == pytest.approx(by[(loss, 32, 8, s)] - by[(loss, 16, 8, s)])
+        assert result["summary"]["images"]["drop"][loss][str(s)] == pytest.approx(by[(loss, 32, 8, s)] - by[(loss, 16, 16, s)])
+    assert result["claims"]["verdict_equal_steps"] in ("reproduced", "mixed", "not reproduced")
+    assert "**Verdict (equal steps)" in (out / "table.md").read_text()
+    assert bsr.main(argv) == 0
+    again = json.loads((out / "results.json").read_text())
+  assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in runs]
+  assert again["summary"] == result["summary"]
+
+
+def test_dimensional_collapse_test_set_spectrum_and_counts_match_numpy():
+  import numpy as np
+
+  import dimensional_collapse as dc
+  rng = np.random.default_rng(3)
+  f = rng.standard_normal((4000, 6)) * np.array([3.0, 2.0, 1.0, 1e-2, 1e-3, 1e-4])
+  eig = dc.normalized_centred_spectrum(f)
+  u = f / np.linalg.norm(f, axis=1, keepdims=True)
+  want = np.sort(np.linalg.eigvalsh(np.cov(u.T, bias=True)))[::-1]
+  np.testing.assert_allclose(eig, want, rtol=1e-10, atol=1e-15)
+  ratio = eig / eig[0]
+  assert dc.collapsed_counts(eig) == {f"{t:g}": int(np.sum(ratio < t)) for t in dc.TEST_THRESHOLDS}
+  sigma = np.sqrt(eig)
+  p = sigma / sigma.sum()
+  assert dc.entropy_effective_rank(eig) == pytest.approx(float(np.exp(-np.sum(p * np.log(p)))), rel=1e-12)
+  # jaxssl's float32 diagnostics give the same effective rank (its definition, over sqrt(eig)).
+  import jax.numpy as jnp
+
+  from jaxssl import diagnostics
+  assert float(diagnostics.effective_rank(jnp.asarray(f, jnp.float32))) == pytest.approx(
+      dc.entropy_effective_rank(eig), rel=1e-4)
+  with pytest.raises(ValueError, match="not all finite"):
+    dc.normalized_centred_spectrum(np.full((4, 2), np.nan))
+  assert dc.tie_or_order([1.0, 1.2, 0.9]) == "first ahead" and dc.tie_or_order([-1.0, 0.5, 0.2]) == "tie"
+  assert dc.tie_or_order([-3.0, -3.1, -2.9]) == "second ahead" and dc.tie_or_order([0.1, 3.0, 0.1]) == "tie"
+
+
+def test_dimensional_collapse_seeded_quick_path_end_to_end(tmp_path, monkeypatch):
+  """`dimensional_collapse.py --quick --seeds 0,1` (no projector, MLP, DirectCLR) on a fake
+  Fashion-MNIST: r is measured on all 100 test images, and the seeded claims are recomputed from
+  the rows; a second call reuses the runs and the stored spectra."""
+  import json
+
+  import dimensional_collapse as dc
+  out = tmp_path / "out"
+  argv = ["--quick", "--seeds", "0,1", "--variants", "none,mlp,directclr", "--out", str(out)]
+  with tiny_fashion_mnist(tmp_path, monkeypatch):
+    assert dc.main(argv) == 0
+    result = json.loads((out / "results.json").read_text())
+    rows = result["rows"]
+    assert sorted((r["variant"], r["seed"]) for r in rows) == [(v, s) for v in ("directclr", "mlp", "none")
+                                                                 for s in (0, 1)]
+    for r in rows:
+      t = r["test"]
+      assert t["n_images"] == 100 and len(t["spectrum_r"]) == 8
+      assert t["collapsed_r"] == dc.collapsed_counts(t["spectrum_r"])
+      assert 1.0 <= t["effective_rank_r"] <= 8.0
+    assert result["claims"] == dc.seeded_claims(rows, [0, 1])
+    by = {(r["variant"], r["seed"]): r["linear_probe"] for r in rows}
+    assert result["claims"]["accuracy_mlp_minus_directclr"]["diffs"] == pytest.approx(
+        [by[("mlp", s)] - by[("directclr", s)] for s in (0, 1)])
+    assert (out / "spectra.png").exists() and "r on the test set" in (out / "table.md").read_text()
+    assert dc.main(argv) == 0
+    again = json.loads((out / "results.json").read_text())
+  assert again["claims"] == result["claims"] and again["summary"] == result["summary"]
+
+
+def test_hard_contrastive_uniformity_range_rule_on_hand_made_numbers():
+  import hard_contrastive as hc
+
+  def row(seed, tau, alpha, u, tol=0.5, sep=0.1):
+    return {"seed": seed, "temperature": tau, "alpha": alpha, "uniformity_z": u, "tolerance_z": tol,
+            "local_separation_z": sep, **{m: 80.0 for m in ("linear_probe", "knn_200", "effective_rank_z")}}
+  rows = []
+  for s, (hard, ordinary) in enumerate([((3.0, 3.1), (3.5, 2.5)), ((3.2, 3.0), (3.6, 2.4)),
+                                        ((3.0, 3.05), (3.4, 2.7))]):
+    for tau, uh, uo in zip((0.2, 1.0), hard, ordinary):
+      rows += [row(s, tau, 0.1, uh, tol=0.3, sep=0.2), row(s, tau, 1.0, uo)]
+  result = {"rows": rows, "seeds": [0, 1, 2], "temperatures": [0.2, 1.0], "alphas": [0.1, 1.0]}
+  p = hc.summarise(result)["per_hard_alpha"]["0.1"]
+  assert p["uniformity_range_hard"] == pytest.approx([0.1, 0.2, 0.05])
+  assert p["uniformity_range_ordinary"] == pytest.approx([1.0, 1.2, 0.7])
+  assert p["range_diff_ordinary_minus_hard"]["diffs"] == pytest.approx([0.9, 1.0, 0.65])
+  assert p["verdict"] == "reproduced" and p["tolerance_lower_every_seed_at_tau"] == {"0.2": True, "1": True}
+  rows[0]["uniformity_z"] = 1.0            # seed 0, hard: range 2.1 > ordinary's 1.0
+  assert hc.summarise(result)["per_hard_alpha"]["0.1"]["verdict"] == "not reproduced"
+
+
+def test_hard_contrastive_quick_path_end_to_end(tmp_path, monkeypatch):
+  """`hard_contrastive.py --quick` (one 2 x 2 sweep over τ and α per seed, 2 seeds) on a fake
+  Fashion-MNIST: every member evaluated with the local separation, and the verdict recomputed."""
+  import json
+
+  import hard_contrastive as hc
+  out = tmp_path / "out"
+  with tiny_fashion_mnist(tmp_path, monkeypatch):
+    assert hc.main(["--quick", "--temperatures", "0.2,1.0", "--out", str(out)]) == 0
+  result = json.loads((out / "results.json").read_text())
+  rows = result["rows"]
+  assert sorted((r["seed"], r["temperature"], r["alpha"]) for r in rows) == [
+      (s, t, a) for s in (0, 1) for t in (0.2, 1.0) for a in (0.1, 1.0)]
+  for r in rows:
+    assert -2.0 <= r["local_separation_z"] <= 2.0 and 0.0 <= r["uniformity_z"] <= 4.0
+  assert result["summary"] == json.loads(json.dumps(hc.summarise(result)))
+  assert result["claims"]["verdict_alpha_0.1"] in ("reproduced", "direction holds", "not reproduced")
