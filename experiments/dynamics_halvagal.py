@@ -260,7 +260,7 @@ def cosine(lr=0.1, steps=600, every=10, batch=1024):
                                            saveat=ts))
   # finite-size error of the (concentrated-norm) cosine ODEs vs network width
   widths = []
-  for d_out in (10, 40, 80):
+  for d_out in (10, 20, 40, 80):
     W = toy_w0(d_out, d_out * 3 // 2)
     l0 = H.eigenvalues(W)
     lr2, steps2 = 0.04, 300

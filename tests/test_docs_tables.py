@@ -337,7 +337,7 @@ def verdict_expectations() -> dict[str, list[float]]:
   return {
       "B3": [len(margins), len(_dhel_margins()), *margins, 0.5],
       "B5": [len(load("dynamics/hem")["minimisers"]), len(load("dynamics/hem")["minimisers"]["icosahedron"]["losses"])] * 2,
-      "E2": [10, *(100 * w["cosine"] for w in widths), *(w["d_out"] for w in widths), 20, 10, 40, 80],
+      "E2": [10, *(100 * w["cosine"] for w in widths), *(w["d_out"] for w in widths)],
   }
 
 
@@ -416,9 +416,8 @@ def test_status_table_claims_that_the_numbers_carry():
     assert max(rows, key=lambda v: rows[v]["effective_rank_r"]) == "directclr"  # C3
   assert load("dynamics/jing")["case1_strong_augmentation"]["monotonic_every_seed"]  # C5
   widths = [w["d_out"] for w in load("dynamics/halvagal")["cosine"]["max_rel_err_vs_width"]]
-  assert 20 in widths  # E2: the committed scan has d_out = 20 ...
   script = (ROOT / "experiments" / "dynamics_halvagal.py").read_text()
-  assert "for d_out in (10, 40, 80):" in script  # ... which the current script does not produce
+  assert widths == [10, 20, 40, 80] and "for d_out in (10, 20, 40, 80):" in script  # E2: the script's scan
 
 
 # --------------------------------------------------------------------------------------
@@ -476,3 +475,62 @@ def test_cpu_time_table():
   assert total[0] == "**total**"
   check_cell(total[2], json_min + docs_min, "total time")
   check_numbers(total[3], [json_min, docs_min, (json_min + docs_min) / 60], "total time split")
+
+
+# --------------------------------------------------------------------------------------
+# Issue 17's seeded experiments: the docs' tables are the scripts' tables of the committed JSON,
+# and their mean ± sd cells are recomputed here from the per-run rows.
+
+def _experiment(module: str):
+  import sys
+  sys.path.insert(0, str(ROOT / "experiments"))
+  import importlib
+  return importlib.import_module(module)
+
+
+def _tables_in_docs_equal(lines: list[str], what: str) -> None:
+  """Each markdown table of `lines` appears verbatim in docs/results.md."""
+  text = results_md()
+  docs = parse_tables(text)
+  for table in parse_tables("\n".join(lines)):
+    assert table in docs, f"{what}: docs/results.md lacks the table with header {table[0]}"
+
+
+def _mean_sd_cell(cell: str, values: Sequence[float], what: str) -> None:
+  check_numbers(cell, [statistics.fmean(values), statistics.stdev(values)], what)
+
+
+def test_batch_size_robustness_docs_table():
+  bsr = _experiment("batch_size_robustness")
+  res = load("batch_size_robustness")
+  _tables_in_docs_equal(bsr.table_lines(res), "batch_size_robustness")
+  assert res["seeds"] == [0, 1, 2] and res["steps"] == 600 and res["batches"] == [32, 256]
+  rows = one_table(results_md(), ["loss", "scale", "budget", "batch", "steps", "images seen", "linear probe (%)",
+                                  "kNN-200 (%)", "eff. rank z"])
+  for r in rows:
+    loss = {v: k for k, v in bsr.LABELS.items()}[r[0]]
+    sel = [x for x in res["runs"] if x["loss"] == loss and x["batch"] == int(r[3]) and r[2] in x["budgets"]]
+    assert len(sel) == 3
+    _mean_sd_cell(r[6], [x["linear_probe"] for x in sel], f"{r[:4]} probe")
+    _mean_sd_cell(r[8], [x["effective_rank_z"] for x in sel], f"{r[:4]} erank")
+  verdict = res["summary"]["verdict"]
+  assert f"**Verdict (equal steps): {verdict}**" in results_md()
+
+
+def test_dimensional_collapse_seeded_docs_table():
+  dc = _experiment("dimensional_collapse")
+  res = load("dimensional_collapse_seeded")
+  _tables_in_docs_equal(dc.seeded_table(res), "dimensional_collapse_seeded")
+  assert res["seeds"] == [0, 1, 2] and res["steps"] == 2000
+  for r in res["rows"]:   # the stored counts are those of the stored float64 spectrum
+    assert r["test"]["n_images"] == 10_000
+    assert r["test"]["collapsed_r"] == dc.collapsed_counts(r["test"]["spectrum_r"])
+  assert res["claims"] == json.loads(json.dumps(dc.seeded_claims(res["rows"], res["seeds"])))
+
+
+def test_hard_contrastive_docs_table():
+  hc = _experiment("hard_contrastive")
+  res = load("hard_contrastive")
+  _tables_in_docs_equal(hc.table_lines(res), "hard_contrastive")
+  assert res["seeds"] == [0, 1, 2]
+  assert res["summary"] == json.loads(json.dumps(hc.summarise(res)))
