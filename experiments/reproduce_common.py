@@ -149,7 +149,8 @@ def run_grid(cfg, workdir: str, grid: Sequence[tuple[str, Sequence[float]]], *,
   members = sweep.members_from_sweep(cfg, [(f, list(v)) for f, v in grid])
   t0 = time.time()
   done = [os.path.join(workdir, "members", str(i), "results.json") for i in range(len(members))]
-  if all(os.path.exists(p) for p in done) and all("model" in json.load(open(p)) for p in done):
+  reused = all(os.path.exists(p) for p in done) and all("model" in json.load(open(p)) for p in done)
+  if reused:
     print(f"[reuse] {workdir}", flush=True)
     results = [json.load(open(p)) for p in done]
   else:
@@ -163,7 +164,10 @@ def run_grid(cfg, workdir: str, grid: Sequence[tuple[str, Sequence[float]]], *,
                "error": str(e).split(";")[0], "seconds": time.time() - t0, "workdir": workdir}
               for i, m in enumerate(members)]
     results = out["member_results"]
-  secs = time.time() - t0
+  secs = 0.0 if reused else time.time() - t0
+  timing = {"seconds": secs}
+  record_wall_time(timing, workdir)    # a reused sweep reports the time it took when it was trained
+  secs = timing["seconds"]
   # A member whose evaluation failed (jaxssl.sweep records "eval_error") gets NaN metrics.
   return [{**_row(r.get("model", {}), extra, metrics), **{keys[f]: m[f] for f in m}, "member": i,
            "seconds": secs, "workdir": workdir, **({"error": r["eval_error"]} if "eval_error" in r else {})}

@@ -401,6 +401,9 @@ def test_hard_contrastive_uniformity_range_rule_on_hand_made_numbers():
   assert p["uniformity_range_ordinary"] == pytest.approx([1.0, 1.2, 0.7])
   assert p["range_diff_ordinary_minus_hard"]["diffs"] == pytest.approx([0.9, 1.0, 0.65])
   assert p["verdict"] == "reproduced" and p["tolerance_lower_every_seed_at_tau"] == {"0.2": True, "1": True}
+  assert p["uniformity_higher_every_seed_at_tau"] == {"0.2": False, "1": True}
+  one = hc.summarise({**result, "seeds": [0], "rows": [r for r in rows if r["seed"] == 0]})["per_hard_alpha"]["0.1"]
+  assert one["verdict"] == "one seed: flatter, noise unmeasured"
   rows[0]["uniformity_z"] = 1.0            # seed 0, hard: range 2.1 > ordinary's 1.0
   assert hc.summarise(result)["per_hard_alpha"]["0.1"]["verdict"] == "not reproduced"
 
@@ -421,4 +424,5 @@ def test_hard_contrastive_quick_path_end_to_end(tmp_path, monkeypatch):
   for r in rows:
     assert -2.0 <= r["local_separation_z"] <= 2.0 and 0.0 <= r["uniformity_z"] <= 4.0
   assert result["summary"] == json.loads(json.dumps(hc.summarise(result)))
-  assert result["claims"]["verdict_alpha_0.1"] in ("reproduced", "direction holds", "not reproduced")
+  assert result["claims"]["verdict_alpha_0.1"] in ("reproduced", "direction holds", "not reproduced",
+                                                    "one seed: flatter, noise unmeasured")
