@@ -232,12 +232,8 @@ def status_expectations() -> dict[str, list[float]]:
   hem = load("dynamics/hem")
   bs = hem["batch_size"]
   mins = hem["minimisers"]
-  dc = {r["steps"]: ({row["variant"]: row for row in r["rows"]}, r["spectra"], r["batch"])
-        for r in (load("dimensional_collapse"), load("dimensional_collapse_2000"))}
-  (d5, sp5, batch), (d20, sp20, _) = dc[500], dc[2000]
-
-  def tail(sp: dict, fraction: float) -> list[float]:
-    return [_collapsed(sp[v]["spectrum_r"], fraction) for v in ("none", "mlp", "linear")]
+  d5, d20 = ({row["variant"]: row for row in load(name)["rows"]}
+              for name in ("dimensional_collapse", "dimensional_collapse_2000"))
 
   case1 = load("dynamics/jing")["case1_strong_augmentation"]
   seeds = list(zip(*case1["ratio_per_seed"]))
@@ -260,6 +256,16 @@ def status_expectations() -> dict[str, list[float]]:
   ivd = load("isoloss_vs_directpred")["summary"]
   bpd = bao["phase_diagram"]
   hard = {(r["temperature"], r["alpha"]): r for r in load("hard_contrastive")["rows"] if r["seed"] == 0}
+  seeded = load("dimensional_collapse_seeded")
+  seeded_claims = seeded["claims"]
+  thresholds = seeded["thresholds"]
+
+  def seeded_stat(variant: str, key: str) -> list[float]:
+    st = seeded["summary"][variant][key]
+    return [st["mean"], st["sd"]]
+
+  def seeded_counts(variant: str) -> list[float]:
+    return [x for t in thresholds for x in seeded_stat(variant, f"test_collapsed_r_{t:g}")]
   return {
       "A1": [*(tau[x]["uniformity_z"] for x in taus), 0.1, 1.0, tau[0.07]["uniformity_z"], 0.07],
       "A2": [*(tau[x]["tolerance_z"] for x in taus), 0.1, 1.0, tau[0.07]["tolerance_z"], 0.07],
@@ -280,22 +286,20 @@ def status_expectations() -> dict[str, list[float]]:
       "B5": [max(le["gram_error"] for e in mins.values() for le in e["losses"].values()),
              *(v for k in ("simplex", "cross-polytope", "pentagon", "icosahedron") for v in (mins[k]["m"], mins[k]["d"])),
              mins["icosahedron"]["temperature"]],
-      "C1": [COLLAPSED_EIG_FRACTION, batch,
-             *(d5[v]["collapsed_dims_r"] for v in ("none", "mlp", "linear")), 500,
-             *(d20[v]["collapsed_dims_r"] for v in ("none", "mlp", "linear")), 2000,
-             1e-4, *tail(sp5, 1e-4), *tail(sp20, 1e-4),
-             *(d[v]["effective_rank_r"] for d in (d5, d20) for v in ("none", "mlp", "linear"))],
+      "C1": [10, 0, 2000, *thresholds, *seeded_counts("none"), *seeded_counts("mlp"),
+             *seeded_stat("none", "test_effective_rank_r"), *seeded_stat("mlp", "test_effective_rank_r")],
       "C2": [d5["mlp"]["effective_rank_z"], d5["mlp"]["effective_rank_r"],
              d5["linear"]["effective_rank_z"], d5["linear"]["effective_rank_r"], 500,
              d20["mlp"]["effective_rank_z"], d20["mlp"]["effective_rank_r"],
              d20["linear"]["effective_rank_z"], d20["linear"]["effective_rank_r"], 2000,
              d5["mlp"]["dim_z"], d5["mlp"]["dim_r"],
              *(d[v][k] for d in (d5, d20) for v in ("mlp", "linear") for k in ("erank_z_frac", "erank_r_frac"))],
-      "C3": [d5["directclr"]["effective_rank_r"], 500, d20["directclr"]["effective_rank_r"], 2000,
-             d5["mlp"]["effective_rank_r"], d20["none"]["effective_rank_r"],
-             d5["directclr"]["collapsed_dims_r"], d20["directclr"]["collapsed_dims_r"]],
-      "C4": [2000, *(d20[v]["linear_probe"] for v in ("mlp", "directclr", "linear", "none")),
-             500, *(d5[v]["linear_probe"] for v in ("directclr", "linear", "mlp", "none"))],
+      "C3": [2000, *seeded_counts("directclr"), *seeded_counts("none"),
+             *(x for v in ("directclr", "none", "mlp") for x in seeded_stat(v, "test_effective_rank_r"))],
+      "C4": [2000, 10, *(x for v in ("mlp", "directclr", "none") for x in seeded_stat(v, "linear_probe")),
+             *seeded_claims["accuracy_mlp_minus_directclr"]["diffs"],
+             *(seeded_claims[k][m] for k in ("accuracy_mlp_minus_directclr", "accuracy_mlp_minus_none",
+                                             "accuracy_directclr_minus_none") for m in ("mean", "sd"))],
       "C5": [v for s in seeds for v in (statistics.mean(s), statistics.stdev(s))],
       "C6": [statistics.mean(case2["n_below_minus8"]), statistics.stdev(case2["n_below_minus8"]), -8,
              *case2["n_below_minus8"], *case2["survivor_log_eig_range"], min(aligned), max(aligned),
@@ -343,6 +347,7 @@ def verdict_expectations() -> dict[str, list[float]]:
              *load("hard_contrastive")["summary"]["per_hard_alpha"]["0.1"]["uniformity_range_hard"],
              *load("hard_contrastive")["summary"]["per_hard_alpha"]["0.1"]["uniformity_range_ordinary"], 0.5],
       "B3": [len(margins), len(_dhel_margins()), *margins, 0.5],
+      "C4": [2, 1, {r["variant"]: r for r in load("dimensional_collapse_2000")["rows"]}["linear"]["linear_probe"], 2000, 30],
       "B5": [len(load("dynamics/hem")["minimisers"]), len(load("dynamics/hem")["minimisers"]["icosahedron"]["losses"])] * 2,
       "E2": [10, *(100 * w["cosine"] for w in widths), *(w["d_out"] for w in widths)],
   }
