@@ -188,13 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
       for budget in budgets:
         for b in batches:
           plan.setdefault((b, budget_steps(budget, b, args.steps, batches)), []).append(budget)
-      for (b, steps), budgets in plan.items():
+      for (b, steps), used_by in plan.items():
         a = copy.copy(args)
         a.batch, a.steps = b, steps
         cfg = rc.make_config(LOSSES[loss], a, seed=int(seed))
         name, value = scale_of(cfg)
         wd = os.path.join(args.out, f"{loss}_b{b}_{steps}steps_seed{seed}")
-        row = rc.run_one(cfg, wd, loss=loss, batch=b, steps=steps, seed=int(seed), budgets=budgets,
+        row = rc.run_one(cfg, wd, loss=loss, batch=b, steps=steps, seed=int(seed), budgets=used_by,
                          scale_name=name, scale=value)
         rc.record_wall_time(row, wd)
         runs.append(row)

@@ -256,6 +256,7 @@ def status_expectations() -> dict[str, list[float]]:
   ivd = load("isoloss_vs_directpred")["summary"]
   bpd = bao["phase_diagram"]
   hard = {(r["temperature"], r["alpha"]): r for r in load("hard_contrastive")["rows"] if r["seed"] == 0}
+  bsr = load("batch_size_robustness")["summary"]["steps"]
   seeded = load("dimensional_collapse_seeded")
   seeded_claims = seeded["claims"]
   thresholds = seeded["thresholds"]
@@ -277,7 +278,9 @@ def status_expectations() -> dict[str, list[float]]:
              1.0, *(hard[(t, 1.0)]["uniformity_z"] for t in (0.2, 0.5, 1.0)),
              *(hard[(t, a)]["tolerance_z"] for a in (0.1, 1.0) for t in (0.2, 0.5, 1.0)),
              *(hard[(t, a)]["linear_probe"] for a in (0.1, 1.0) for t in (0.2, 0.5, 1.0))],
-      "B1": [*(kor["accuracy_spread"][x] for x in losses), *(kor["accuracy_spread_over_batch"][x] for x in losses)],
+      "B1": [600, 256, 32, *(x for loss in ("nt_xent", "dhel", "kcl")
+                              for x in (*(bsr["drop"][loss][str(s)] for s in (0, 1, 2)),
+                                        bsr["drop_mean_sd"][loss]["mean"], bsr["drop_mean_sd"][loss]["sd"]))],
       "B2": [*(kor["mean_erank_z"][x] for x in losses), len(margins)],
       "B3": [sum(m > 0 for m in margins.values()), len(margins),
              *(v for b in (32, 64, 128, 256) for v in (b, margins[(b, 0)], margins[(b, 1)])), 0.1, 0.5],
@@ -346,6 +349,8 @@ def verdict_expectations() -> dict[str, list[float]]:
       "A5": [1, *load("hard_contrastive")["summary"]["per_hard_alpha"]["0.1"]["range_diff_ordinary_minus_hard"]["diffs"],
              *load("hard_contrastive")["summary"]["per_hard_alpha"]["0.1"]["uniformity_range_hard"],
              *load("hard_contrastive")["summary"]["per_hard_alpha"]["0.1"]["uniformity_range_ordinary"], 0.5],
+      "B1": [x for loss in ("dhel", "kcl") for x in (load("batch_size_robustness")["summary"]["steps"]["rule"][loss]["mean"],
+                                                    load("batch_size_robustness")["summary"]["steps"]["rule"][loss]["sd"])],
       "B3": [len(margins), len(_dhel_margins()), *margins, 0.5],
       "C4": [2, 1, {r["variant"]: r for r in load("dimensional_collapse_2000")["rows"]}["linear"]["linear_probe"], 2000, 30],
       "B5": [len(load("dynamics/hem")["minimisers"]), len(load("dynamics/hem")["minimisers"]["icosahedron"]["losses"])] * 2,
@@ -458,6 +463,10 @@ def _json_seconds() -> dict[str, Callable[[], float]]:
       "Jing toy cases": jing,
       "HEM minimisers": lambda: dyn("hem"),
       "IsoLoss vs BYOL loss, controlled (3 seeds)": lambda: load("isoloss_vs_directpred")["seconds"],
+      "Jing, seeded (3 seeds, r on the test set)":
+          lambda: sum(r["seconds"] for r in load("dimensional_collapse_seeded")["rows"]),
+      "Koromilas, seeded (3 seeds, equal steps)":
+          lambda: sum(r["seconds"] for r in load("batch_size_robustness")["runs"]),
   }
 
 
@@ -466,6 +475,7 @@ DOCS_TIMES = {
     "main job": ("README.md", "took **8 min 51 s** with the set-up", 8 + 51 / 60),
     "non-contrastive, EMA part (300 steps)": ("docs/results.md", "--probe-epochs 10` (15 min).", 15.0),
     "Koromilas, batch 64 and 256": ("docs/results.md", "13 min for batch 64 and 256", 13.0),
+    "Wang & Liu, hard contrastive loss (seed 0)": ("docs/results.md", "(about 24 min of", 24.0),
 }
 
 

@@ -309,7 +309,7 @@ def test_batch_size_robustness_quick_path_end_to_end(tmp_path, monkeypatch):
     runs = result["runs"]
     assert result["batches"] == [16, 32] and result["seeds"] == [0, 1] and result["steps"] == 8
     # per (loss, seed): batch 32 x 8 steps (both budgets), batch 16 x 8 (steps), batch 16 x 16 (images)
-    assert len(runs) == 2 * 2 * 3
+    assert len(runs) == 2 * 2 * 3, [(r["loss"], r["batch"], r["steps"], r["seed"], r["budgets"]) for r in runs]
     assert sorted((r["batch"], r["steps"], tuple(r["budgets"])) for r in runs if r["loss"] == "dhel" and r["seed"] == 0) \
         == [(16, 8, ("steps",)), (16, 16, ("images",)), (32, 8, ("steps", "images"))]
     assert {r["scale_name"] for r in runs} == {"τ"} and all(r["seconds"] > 0 for r in runs)
