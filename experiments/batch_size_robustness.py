@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -161,9 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   ap.add_argument("--replot", action="store_true", help="only rebuild table.md from results.json")
   args = ap.parse_args(argv)
   if args.replot:
-    with open(os.path.join(args.out, "results.json")) as f:
-      write_outputs(json.load(f), args.out)
-    return 0
+    return rc.replot(args.out, write_outputs)
   losses = [x for x in args.losses.split(",") if x]
   budgets = [x for x in args.budgets.split(",") if x]
   if not budgets or any(b not in BUDGETS for b in budgets):
@@ -171,10 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   unknown = [x for x in losses if x not in LOSSES]
   if unknown:
     ap.error(f"--losses: unknown {unknown}; choose from {list(LOSSES)}")
-  seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2])
+  seeds = rc.resolve_seeds(ap, args)
   batches = args.batches if args.batches is not None else ([16, 32] if args.quick else [32, 256])
-  if len(set(seeds)) != len(seeds) or len(set(batches)) != len(batches) or len(batches) < 2:
-    ap.error(f"--seeds and --batches need distinct values (and >= 2 batch sizes): {seeds}, {batches}")
+  if len(set(batches)) != len(batches) or len(batches) < 2:
+    ap.error(f"--batches needs >= 2 distinct batch sizes: {batches}")
   rc.apply_quick(args)
   if args.quick:
     args.steps = 8

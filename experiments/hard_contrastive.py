@@ -38,7 +38,6 @@ when finished, resumed when it has checkpoints.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -144,16 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   ap.add_argument("--replot", action="store_true", help="only rebuild table.md from results.json")
   args = ap.parse_args(argv)
   if args.replot:
-    with open(os.path.join(args.out, "results.json")) as f:
-      write_outputs(json.load(f), args.out)
-    return 0
+    return rc.replot(args.out, write_outputs)
   if ORDINARY_ALPHA not in args.alphas or len(args.alphas) < 2:
     ap.error(f"--alphas must include {ORDINARY_ALPHA:g} (the ordinary loss) and at least one hard α: {args.alphas}")
   if len(args.temperatures) < 2:
     ap.error("--temperatures: the uniformity range needs at least two values")
-  seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2])
-  if len(set(seeds)) != len(seeds):
-    ap.error(f"--seeds: a seed is given twice: {seeds}")
+  seeds = rc.resolve_seeds(ap, args)
   rc.apply_quick(args)
   os.makedirs(args.out, exist_ok=True)
   t0 = time.time()

@@ -265,12 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   ap.add_argument("--replot", action="store_true", help="only rebuild table.md and the figure from results.json")
   args = ap.parse_args(argv)
   if args.replot:
-    with open(os.path.join(args.out, "results.json")) as f:
-      write_outputs(json.load(f), args.out)
-    return 0
-  seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2])
-  if len(set(seeds)) != len(seeds):
-    ap.error(f"--seeds: a seed is given twice: {seeds}")
+    return rc.replot(args.out, write_outputs)
+  seeds = rc.resolve_seeds(ap, args)
   rc.apply_quick(args)
   os.makedirs(args.out, exist_ok=True)
   t0 = time.time()

@@ -37,7 +37,6 @@ started again with the same --out reuses the finished sweeps and resumes the oth
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -155,9 +154,7 @@ def main(argv=None) -> int:
   ap.add_argument("--replot", action="store_true", help="only rebuild table.md and the figure from results.json")
   args = ap.parse_args(argv)
   if args.replot:
-    with open(os.path.join(args.out, "results.json")) as f:
-      write_outputs(json.load(f), args.out)
-    return 0
+    return rc.replot(args.out, write_outputs)
   methods = [m for m in args.methods.split(",") if m]
   unknown = sorted(set(methods) - set(GRIDS))
   if unknown:

@@ -39,6 +39,21 @@ def add_common_args(ap, *, steps: int, batch: int = 256, probe_epochs: int = 30)
                   help="smoke run: 16 steps, batch 32, 1 probe epoch, tiny 4/8-channel ConvNet")
 
 
+def resolve_seeds(ap, args) -> list[int]:
+  """The --seeds of a seeded script: as given, else 0,1,2 (--quick: 0,1); ap.error on a repeated seed."""
+  seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2])
+  if len(set(seeds)) != len(seeds):
+    ap.error(f"--seeds: a seed is given twice: {seeds}")
+  return list(seeds)
+
+
+def replot(out_dir: str, write_outputs) -> int:
+  """--replot: rebuilds a script's outputs from <out_dir>/results.json with its `write_outputs`."""
+  with open(os.path.join(out_dir, "results.json")) as f:
+    write_outputs(json.load(f), out_dir)
+  return 0
+
+
 def apply_quick(args) -> None:
   if args.quick:
     args.steps, args.batch, args.probe_epochs = 16, 32, 1
