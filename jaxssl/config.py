@@ -20,10 +20,11 @@ from typing import Any, Iterable, Sequence
 import ml_collections
 
 from jaxssl import data as data_lib
+from jaxssl.data import info as data_info
 from jaxssl import methods
 from jaxssl import multicrop as multicrop_lib
 from jaxssl import optim
-from jaxssl.errors import ConfigError
+from jaxssl.errors import ConfigError, DataError
 
 
 def _import_config_file(path: str) -> ml_collections.ConfigDict:
@@ -62,7 +63,8 @@ def _import_config_file(path: str) -> ml_collections.ConfigDict:
   return cfg
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+  """A command-line value: a Python literal, true/false, none/null, else the bare string."""
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -132,7 +134,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Iterable[str]) ->
       raise ConfigError(f"override {item!r} must look like --config.field=value")
     key, text = item.split("=", 1)
     key = key[len("config."):] if key.startswith("config.") else key
-    set_field(cfg, key, _parse_value(text))
+    set_field(cfg, key, parse_value(text))
   return cfg
 
 
@@ -352,6 +354,9 @@ FIELD_DOCS = {
     "eval.at_end": "evaluate when training ends",
     "eval.knn_k": "k of the weighted kNN classifiers",
     "eval.knn_temperature": "temperature of the kNN vote weights",
+    "eval.knn_transform": "kNN features before L2 normalisation: none, centre or standardise (train-bank statistics)",
+    "eval.train_split": "labelled split the kNN bank and the linear probe train on (None: the dataset's)",
+    "eval.test_split": "split evaluated (None: the dataset's test split; e.g. 'train[50000:]' to choose settings)",
     "eval.probe_epochs": "epochs of the linear probe",
     "eval.batch_size": "batch size of feature extraction",
     "eval.baselines": "also evaluate raw pixels and the random-init encoder (cached in <data dir>/eval_baselines)",
@@ -411,6 +416,21 @@ def validate_eval_config(cfg: ml_collections.ConfigDict) -> None:
   _int_at_least(cfg, "eval.probe_epochs", 1)
   _int_at_least(cfg, "eval.batch_size", 1)
   _positive(cfg, "eval.knn_temperature")
+  from jaxssl import evaluate as eval_lib   # imported here: evaluate is heavier than a config check
+  transform = cfg.eval.get("knn_transform", "none")
+  if transform not in eval_lib.KNN_TRANSFORMS:
+    raise ConfigError(f"config.eval.knn_transform must be one of {', '.join(eval_lib.KNN_TRANSFORMS)}, "
+                      f"got {transform!r}")
+  for field in ("train_split", "test_split"):
+    split = cfg.eval.get(field, None)
+    if split is not None:
+      try:
+        info = data_lib.dataset_info(cfg.data.name)
+        sizes = dict(info.split_sizes)
+        for part in data_info.base_splits(info, split):     # names and slice syntax, no data read
+          data_info.slice_bounds(part, sizes[part.split("[", 1)[0].strip()])
+      except DataError as e:
+        raise ConfigError(f"config.eval.{field}: {e}") from None
   _int_at_least(cfg, "eval.lidar_images", 2)
   _int_at_least(cfg, "eval.lidar_views", 2)
   if cfg.eval.lidar_views % 2:

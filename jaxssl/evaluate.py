@@ -4,7 +4,8 @@
   compilation), optionally data-parallel over a mesh.
 * `knn_accuracy`: the weighted kNN classifier of Wu et al. 2018 (InstDisc) as used by
   solo-learn: cosine similarity of L2-normalised features, the top-k training neighbours vote
-  for their class with weight exp(sim / T). Several k in one pass.
+  for their class with weight exp(sim / T). Several k in one pass. The features may first be
+  centred or standardised with the training bank's statistics (`knn_transform`).
 * `linear_probe`: multinomial logistic regression on standardised frozen features, trained
   with AdamW + cosine decay; each epoch is one `lax.scan` over shuffled minibatches.
 * `evaluate_encoder`: all of it for an encoder, with the raw-pixel and random-init baselines,
@@ -81,6 +82,37 @@ def extract_features(apply_fn: Callable[[jax.Array], jax.Array], images: np.ndar
 # --------------------------------------------------------------------------- kNN
 
 
+KNN_TRANSFORMS = ("none", "centre", "standardise")
+
+
+def knn_transform(train_feats: np.ndarray, test_feats: np.ndarray, kind: str = "none"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  r"""The features [N, D] the kNN classifier compares, before their L2 normalisation.
+
+      none:         x
+      centre:       x - mu                      mu = mean of the training bank (per feature)
+      standardise:  (x - mu) / max(sigma, 1e-6 max_j sigma_j)
+
+  The statistics come from the training bank only (float64), so no test image informs them.
+  Post-ReLU pooled features all lie in the positive orthant, where every pair has a cosine
+  similarity near 0.9 and the exp(sim / T) votes of the neighbours are nearly uniform;
+  centring removes that common direction.
+  """
+  if kind not in KNN_TRANSFORMS:
+    raise ConfigError(f"kNN transform must be one of {', '.join(KNN_TRANSFORMS)}, got {kind!r}")
+  train_feats = np.asarray(train_feats, np.float32)
+  test_feats = np.asarray(test_feats, np.float32)
+  if kind == "none":
+    return train_feats, test_feats
+  mean = train_feats.mean(0, dtype=np.float64)                              # [D]
+  scale = np.ones_like(mean)
+  if kind == "standardise":
+    std = train_feats.std(0, dtype=np.float64)
+    scale = np.maximum(std, 1e-6 * max(float(std.max()), 1e-30))
+  return (((train_feats - mean) / scale).astype(np.float32),
+          ((test_feats - mean) / scale).astype(np.float32))
+
+
 def _l2n(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -91,7 +123,9 @@ def _knn_chunk(train_n: jax.Array, train_labels: jax.Array, test_chunk: jax.Arra
   """Predictions [len(ks), C] for a chunk of normalised test features."""
   sims = jnp.dot(test_chunk, train_n.T, precision=jax.lax.Precision.HIGHEST)   # [C, N]
   top_sims, top_idx = jax.lax.top_k(sims, max(ks))                             # descending
-  weights = jnp.exp(top_sims / temperature)                                    # [C, kmax]
+  # exp((s - s_max) / T): the same vote ratios as exp(s / T), which overflows float32 for
+  # T < 1/88 (every weight inf, the argmax then meaningless); the largest weight is 1.
+  weights = jnp.exp((top_sims - top_sims[:, :1]) / temperature)                # [C, kmax]
   onehot = jax.nn.one_hot(train_labels[top_idx], num_classes, dtype=jnp.float32)  # [C, kmax, L]
   votes = jnp.cumsum(weights[..., None] * onehot, axis=1)                      # [C, kmax, L]
   per_k = votes[:, jnp.asarray(ks) - 1, :]                                     # [C, len(ks), L]
@@ -100,7 +134,7 @@ def _knn_chunk(train_n: jax.Array, train_labels: jax.Array, test_chunk: jax.Arra
 
 def knn_predict(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray, *,
                 ks: Sequence[int] = (200,), temperature: float = 0.1, num_classes: int,
-                chunk_size: int = 256) -> dict[int, np.ndarray]:
+                chunk_size: int = 256, transform: str = "none") -> dict[int, np.ndarray]:
   """Weighted-kNN class predictions {k: [N_test] int} (see `knn_accuracy`)."""
   train_feats = np.asarray(train_feats, np.float32)
   test_feats = np.asarray(test_feats, np.float32)
@@ -117,6 +151,9 @@ def knn_predict(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: n
     raise ConfigError(f"kNN temperature must be > 0, got {temperature}")
   if int(num_classes) < 1 or train_labels.min() < 0 or train_labels.max() >= int(num_classes):
     raise DataError(f"labels must lie in [0, num_classes={num_classes})")
+  if not np.all(np.isfinite(train_feats)) or not np.all(np.isfinite(test_feats)):
+    raise DataError("kNN: features contain NaN or Inf")
+  train_feats, test_feats = knn_transform(train_feats, test_feats, transform)
   train_n = _l2n(jnp.asarray(train_feats))
   tl = jnp.asarray(train_labels, jnp.int32)
   test_n = np.asarray(_l2n(jnp.asarray(test_feats)))
@@ -137,12 +174,13 @@ def knn_predict(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: n
 def knn_accuracy(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray,
                  test_labels: np.ndarray, *, k: int = 200, temperature: float = 0.1,
                  num_classes: int, ks: Sequence[int] | None = None,
-                 chunk_size: int = 256) -> float | dict[int, float]:
+                 chunk_size: int = 256, transform: str = "none") -> float | dict[int, float]:
   """Weighted kNN accuracy (InstDisc / solo-learn).
 
-  Cosine similarity of L2-normalised features; each of the k most similar training points
-  votes for its class with weight exp(sim / temperature); the class with the largest total
-  wins. Test points are processed in chunks of `chunk_size` (memory chunk_size x N_train).
+  Cosine similarity of L2-normalised features (after `knn_transform(..., transform)`); each
+  of the k most similar training points votes for its class with weight
+  exp(sim / temperature); the class with the largest total wins. Test points are processed
+  in chunks of `chunk_size` (memory chunk_size x N_train).
 
   Returns a float for `k`, or {k: accuracy} for every k in `ks` when `ks` is given (one pass).
   """
@@ -151,7 +189,7 @@ def knn_accuracy(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: 
     raise DataError(f"{len(test_labels)} test labels for {len(test_feats)} test features")
   want = tuple(ks) if ks is not None else (k,)
   preds = knn_predict(train_feats, train_labels, test_feats, ks=want, temperature=temperature,
-                      num_classes=num_classes, chunk_size=chunk_size)
+                      num_classes=num_classes, chunk_size=chunk_size, transform=transform)
   acc = {kk: float(np.mean(p == test_labels)) for kk, p in preds.items()}
   return acc if ks is not None else acc[int(k)]
 
@@ -256,11 +294,11 @@ def representation_metrics(z: np.ndarray, labels: np.ndarray) -> dict[str, float
 
 
 def evaluate_features(train_feats, train_labels, test_feats, test_labels, *, num_classes: int,
-                      ks=(20, 200), knn_temperature: float = 0.1, probe_epochs: int = 100,
-                      seed: int = 0) -> dict[str, float]:
+                      ks=(20, 200), knn_temperature: float = 0.1, knn_transform: str = "none",
+                      probe_epochs: int = 100, seed: int = 0) -> dict[str, float]:
   """Weighted kNN (each k) and linear-probe test accuracy (percent) of fixed features."""
   knn = knn_accuracy(train_feats, train_labels, test_feats, test_labels, ks=tuple(ks),
-                     temperature=knn_temperature, num_classes=num_classes)
+                     temperature=knn_temperature, num_classes=num_classes, transform=knn_transform)
   lin = linear_probe(train_feats, train_labels, test_feats, test_labels, num_classes=num_classes,
                      epochs=probe_epochs, seed=seed)
   out = {f"knn_{k}": 100.0 * float(v) for k, v in dict(knn).items()}
@@ -296,11 +334,25 @@ def label_free_criteria(encode_fn: EncodeFn, train_feats: np.ndarray, feature_di
 EvalData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]   # uint8 xtr, int ytr, xte, yte
 
 
+def eval_splits(cfg: Any) -> tuple[str, str]:
+  """(train split, test split) of the evaluation: `config.eval.train_split` / `test_split`,
+  or the dataset's labelled training split and its test split where they are None (a config
+  saved before the fields existed has neither). A held-out part of the training split, e.g.
+  ("train[:50000]", "train[50000:]"), chooses settings without reading the test set."""
+  info = data_lib.dataset_info(cfg.data.name)
+  ec = cfg.eval
+  train = ec.get("train_split", None) or info.eval_train_split
+  test = ec.get("test_split", None) or info.test_split
+  return str(train), str(test)
+
+
 def _feature_options(cfg: Any) -> dict[str, Any]:
-  """The keyword arguments of `evaluate_features` that `cfg` sets."""
+  """The keyword arguments of `evaluate_features` that `cfg` sets (`knn_transform` "none" for a
+  config saved before the field existed)."""
   ec = cfg.eval
   return dict(num_classes=data_lib.dataset_info(cfg.data.name).num_classes, ks=tuple(ec.knn_k),
-              knn_temperature=float(ec.knn_temperature), probe_epochs=int(ec.probe_epochs), seed=int(cfg.seed))
+              knn_temperature=float(ec.knn_temperature), knn_transform=str(ec.get("knn_transform", "none")),
+              probe_epochs=int(ec.probe_epochs), seed=int(cfg.seed))
 
 
 def encoder_results(cfg: Any, fn: EncodeFn, arrays: EvalData, *,
@@ -360,10 +412,10 @@ def evaluate_encoder(cfg: Any, encode_fn: EncodeFn, *, random_encode_fn: EncodeF
       random initialisation from config.seed, as `jaxssl.run` builds it. False computes them.
   """
   baselines = cfg.eval.baselines if baselines is None else baselines
-  info = data_lib.dataset_info(cfg.data.name)
   kw = dict(data_dir=cfg.data.data_dir, idx_dir=cfg.data.idx_dir)
-  arrays = (*data_lib.load_arrays(cfg.data.name, info.eval_train_split, **kw),
-            *data_lib.load_arrays(cfg.data.name, info.test_split, **kw))
+  train_split, test_split = eval_splits(cfg)
+  arrays = (*data_lib.load_arrays(cfg.data.name, train_split, **kw),
+            *data_lib.load_arrays(cfg.data.name, test_split, **kw))
   results: dict[str, Any] = {"model": encoder_results(cfg, encode_fn, arrays, view_cfgs=view_cfgs)}
   if baselines:
     def compute():   # looked up at call time: tests count the calls

@@ -5,7 +5,7 @@ The neighbour bank is the first `config.eval.monitor_train_images` images of the
 eval-train split, the queries the first `config.eval.monitor_test_images` of its test split;
 both are loaded once. Each call embeds them with an `encode_fn` (the same one the final
 evaluation gets: `jaxssl.run.encode_fn`, eval mode), takes the backbone features r, and runs
-`jaxssl.evaluate.knn_accuracy` with `config.eval.knn_k` and `knn_temperature`. It reads the
+`jaxssl.evaluate.knn_accuracy` with `config.eval.knn_k`, `knn_temperature` and `knn_transform`. It reads the
 state and draws no random numbers, so it leaves the training trajectory untouched.
 """
 from __future__ import annotations
@@ -26,8 +26,9 @@ class KnnMonitor:
     ec = cfg.eval
     info = data_lib.dataset_info(cfg.data.name)
     kw = dict(data_dir=cfg.data.data_dir, idx_dir=cfg.data.idx_dir)
-    xtr, ytr = data_lib.load_arrays(cfg.data.name, info.eval_train_split, **kw)
-    xte, yte = data_lib.load_arrays(cfg.data.name, info.test_split, **kw)
+    train_split, test_split = eval_lib.eval_splits(cfg)
+    xtr, ytr = data_lib.load_arrays(cfg.data.name, train_split, **kw)
+    xte, yte = data_lib.load_arrays(cfg.data.name, test_split, **kw)
     n_bank, n_query = int(ec.monitor_train_images), int(ec.monitor_test_images)
     # One image array, bank first, so each call is one pass of feature extraction.
     self.images = np.concatenate([xtr[:n_bank], xte[:n_query]])     # [N_bank + N_query, H, W, C]
@@ -36,6 +37,7 @@ class KnnMonitor:
     self.query_labels = np.asarray(yte[:n_query])                    # [N_query]
     self.ks = tuple(int(k) for k in ec.knn_k)
     self.temperature = float(ec.knn_temperature)
+    self.transform = str(ec.get("knn_transform", "none"))
     self.num_classes = int(info.num_classes)
     self.batch_size = int(ec.batch_size)
 
@@ -48,7 +50,7 @@ class KnnMonitor:
                                       batch_size=self.batch_size)                  # [N_bank + N_query, F]
     acc = eval_lib.knn_accuracy(feats[:self.num_bank], self.bank_labels, feats[self.num_bank:],
                                 self.query_labels, ks=self.ks, temperature=self.temperature,
-                                num_classes=self.num_classes)
+                                num_classes=self.num_classes, transform=self.transform)
     return {f"monitor/knn_{k}": 100.0 * float(v) for k, v in dict(acc).items()}
 
 

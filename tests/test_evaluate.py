@@ -72,6 +72,56 @@ def test_knn_is_scale_invariant_and_k1_is_nearest_neighbour():
   np.testing.assert_array_equal(a[1], ytr[np.argmax(cos, axis=1)])
 
 
+@pytest.mark.parametrize("transform", ["centre", "standardise"])
+def test_knn_transform_matches_numpy_reference(transform):
+  # Positive-orthant features with a large common offset (like post-ReLU pooled features) and
+  # unequal feature scales: the transform changes the neighbours, and must equal the NumPy
+  # statistics of the training bank alone (the test points never inform them).
+  x, y = _blobs(530, 8, 5, seed=4, spread=0.7)
+  x = (np.abs(x) + 6.0) * np.linspace(0.2, 5.0, 8, dtype=np.float32)
+  xtr, ytr, xte = x[:400], y[:400], x[400:]
+  mu = xtr.astype(np.float64).mean(0)
+  sd = xtr.astype(np.float64).std(0) if transform == "standardise" else np.ones(8)
+  ref_tr, ref_te = (xtr - mu) / sd, (xte - mu) / sd
+  got_tr, got_te = evaluate.knn_transform(xtr, xte, transform)
+  np.testing.assert_allclose(got_tr, ref_tr, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got_te, ref_te, rtol=1e-5, atol=1e-5)
+  preds = evaluate.knn_predict(xtr, ytr, xte, ks=(1, 20, 200), temperature=0.07, num_classes=5,
+                               chunk_size=64, transform=transform)
+  plain = evaluate.knn_predict(xtr, ytr, xte, ks=(20,), temperature=0.07, num_classes=5)
+  for k in (1, 20, 200):
+    ref = _np_knn(ref_tr, ytr, ref_te, k=k, temperature=0.07, num_classes=5)
+    np.testing.assert_array_equal(preds[k], ref, err_msg=f"k={k}")
+  assert np.mean(preds[20] != plain[20]) > 0.05     # the offset made "none" compare other neighbours
+  same_tr, same_te = evaluate.knn_transform(xtr, xte, "none")
+  np.testing.assert_array_equal(same_te, xte)
+  with pytest.raises(ConfigError, match="transform"):
+    evaluate.knn_transform(xtr, xte, "whiten")
+  with pytest.raises(DataError, match="NaN"):
+    evaluate.knn_accuracy(np.where(xtr > 30, np.nan, xtr), ytr, xte, y[400:], k=5, num_classes=5)
+
+
+def test_knn_at_a_small_temperature_does_not_overflow():
+  # exp(sim / T) overflows float32 for T < 1/88; the votes must still be those of the float64
+  # rule with the shift exp((sim - max sim) / T), and at T -> 0 the nearest neighbour decides.
+  x, y = _blobs(530, 8, 5, seed=5, spread=0.7)
+  xtr, ytr, xte = x[:400], y[:400], x[400:]
+  tr = xtr / np.linalg.norm(xtr, axis=1, keepdims=True)
+  te = xte / np.linalg.norm(xte, axis=1, keepdims=True)
+  for temperature in (0.005, 0.001):
+    preds = evaluate.knn_predict(xtr, ytr, xte, ks=(1, 200), temperature=temperature, num_classes=5)
+    sims = te.astype(np.float64) @ tr.T.astype(np.float64)
+    ref = []
+    for row in sims:
+      idx = np.argsort(-row)[:200]
+      w = np.exp((row[idx] - row[idx[0]]) / temperature)
+      ref.append(int(np.argmax(np.bincount(ytr[idx], weights=w, minlength=5))))
+    top2 = np.sort(sims, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 1e-4           # no float32 near-tie at the top
+    np.testing.assert_array_equal(preds[200][clear], np.asarray(ref)[clear])
+    assert np.mean(preds[200] == preds[1]) > 0.9, temperature
+
+
 def test_knn_errors():
   xtr, ytr = _blobs(20, 4, 2, seed=0)
   with pytest.raises(ConfigError):

@@ -50,6 +50,10 @@ def base_config(method: str, dataset: str = "fashion_mnist") -> ml_collections.C
       collapse_alarm=dict(policy="warn", min_rank_fraction_z=0.01, min_rank_fraction_r=0.01,
                           min_norm_z=1e-4)))
   c.eval = ml_collections.ConfigDict(dict(at_end=True, knn_k=(20, 200), knn_temperature=0.1,
+                                          knn_transform="none",
+                                          # None: the dataset's labelled train split and test split
+                                          train_split=ml_collections.FieldReference(None, field_type=str),
+                                          test_split=ml_collections.FieldReference(None, field_type=str),
                                           probe_epochs=100, batch_size=1024, baselines=True,
                                           # label-free LiDAR: q augmented views of n training images
                                           lidar_images=1000, lidar_views=8))

@@ -1,0 +1,73 @@
+"""experiments/method_table.py: the summary rule on hand-made rows, the config key, and the
+--quick path end to end (with its reuse of finished rows after an interruption)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import method_table as mt  # noqa: E402
+from test_experiments import tiny_fashion_mnist  # noqa: E402
+
+
+def _row(method, seed, linear, random_init):
+  r = {"method": method, "seed": seed, "family": "contrastive", "linear_probe": linear,
+       "gain_random_init": linear - random_init, "gain_raw_pixels": linear - 84.57}
+  for k in mt.METRICS:
+    r.setdefault(k, 1.0)
+  return r
+
+
+def test_summary_is_mean_sd_over_seeds_and_the_two_point_rule():
+  rows = [_row("simclr", 0, 87.0, 83.0), _row("simclr", 1, 86.0, 83.2), _row("isoloss", 0, 84.0, 83.0),
+          {"method": "byol", "seed": 0, "error": "non-finite loss"}]
+  s = {x["method"]: x for x in mt.summarise(rows, ["simclr", "isoloss", "byol", "vicreg"])}
+  assert s["simclr"]["linear_probe"]["mean"] == pytest.approx(86.5)
+  assert s["simclr"]["linear_probe"]["sd"] == pytest.approx(0.7071, abs=1e-4)
+  assert s["simclr"]["gain_random_init"]["mean"] == pytest.approx(3.4) and s["simclr"]["beats_random_init"]
+  assert s["isoloss"]["beats_random_init"] is False and s["isoloss"]["seeds"] == [0]
+  assert s["byol"]["seeds"] == [] and s["byol"]["error"] == "non-finite loss"
+  assert s["vicreg"]["error"] == "not run"
+
+
+def test_config_key_follows_the_recipe_not_the_data_location():
+  args = argparse.Namespace(steps=3000, batch=256, quick=False)
+  a = mt.method_config("simclr", 0, args)
+  b = mt.method_config("simclr", 0, args)
+  b.data.data_dir = "/elsewhere"
+  assert mt.config_key(a) == mt.config_key(b)
+  b.loss.temperature = 0.5
+  assert mt.config_key(a) != mt.config_key(b)
+  assert mt.config_key(a) != mt.config_key(mt.method_config("simclr", 1, args))
+  assert a.train.num_steps == 3000 and a.eval.baselines
+
+
+def test_method_table_quick_path_end_to_end(tmp_path, monkeypatch):
+  """A headline method (simclr, seeds 0 and 1) and another (isoloss, seed 0) on a fake
+  Fashion-MNIST: the table's numbers are those of each run's eval.json, and a second start
+  reuses every row."""
+  out = tmp_path / "out"
+  argv = ["--quick", "--methods", "simclr,isoloss", "--headline-seeds", "0,1", "--out", str(out)]
+  with tiny_fashion_mnist(tmp_path, monkeypatch):
+    assert mt.main(argv) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert sorted((r["method"], r["seed"]) for r in result["rows"]) == [("isoloss", 0), ("simclr", 0), ("simclr", 1)]
+    for r in result["rows"]:
+      ev = json.loads((out / "runs" / f"{r['method']}_s{r['seed']}" / "eval.json").read_text())
+      assert r["linear_probe"] == pytest.approx(ev["model"]["linear_probe"])
+      assert r["gain_random_init"] == pytest.approx(ev["model"]["linear_probe"] - ev["random_init"]["linear_probe"])
+      assert 0.0 <= r["alignment_z"] <= 4.0 and 0.0 <= r["alignment_r"] <= 4.0
+    assert result["finished_runs"] == 3 and result["total_seconds"] > 0
+    table = (out / "table.md").read_text()
+    assert "| simclr | contrastive | 0,1 |" in table
+    # A second start: nothing retrains (the runs' directories are gone: rows come from results.json).
+    import shutil
+    shutil.rmtree(out / "runs")
+    assert mt.main(argv) == 0
+    assert not (out / "runs").exists()
+    again = json.loads((out / "results.json").read_text())
+    assert again["rows"] == result["rows"]
