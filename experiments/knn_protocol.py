@@ -136,12 +136,13 @@ def main(argv=None) -> int:
     f_tr = embed(encode, xtr, fdim, bs)                       # {"r": [N, F], "z": [N, D]}
     for feats in ("r", "z"):
       bank, query = f_tr[feats][:-holdout], f_tr[feats][-holdout:]
-      for transform in TRANSFORMS:
+      for transform in TRANSFORMS:   # the neighbours are found once for all temperatures
+        preds = eval_lib.knn_predict_temperatures(bank, ytr[:-holdout], query, ks=KS, temperatures=args.temperatures,
+                                                  num_classes=num_classes, transform=transform)
         for t in args.temperatures:
           grid.append({"model": name, "trained": trained, "features": feats, "transform": transform,
-                       "temperature": t, **knn_row(bank, ytr[:-holdout], query, ytr[-holdout:],
-                                                    transform=transform, temperature=t,
-                                                    num_classes=num_classes)})
+                       "temperature": t, **{f"knn_{k}": 100.0 * float(np.mean(p == ytr[-holdout:]))
+                                            for k, p in preds[float(t)].items()}})
     test_rows.append((name, trained, f_tr, encode, fdim, bs))
 
   chosen = choose([r for r in grid if r["trained"]], list(args.temperatures))

@@ -122,6 +122,22 @@ def test_knn_at_a_small_temperature_does_not_overflow():
     assert np.mean(preds[200] == preds[1]) > 0.9, temperature
 
 
+def test_knn_over_several_temperatures_equals_one_temperature_at_a_time():
+  x, y = _blobs(530, 8, 5, seed=6, spread=0.7)
+  xtr, ytr, xte = x[:400], y[:400], x[400:]
+  temps = (0.02, 0.1, 0.5)
+  grid = evaluate.knn_predict_temperatures(xtr, ytr, xte, ks=(5, 200), temperatures=temps, num_classes=5,
+                                           chunk_size=48, transform="centre")
+  assert list(grid) == list(temps)
+  ref_tr, ref_te = evaluate.knn_transform(xtr, xte, "centre")
+  for t in temps:
+    one = evaluate.knn_predict(xtr, ytr, xte, ks=(5, 200), temperature=t, num_classes=5, chunk_size=48,
+                               transform="centre")
+    for k in (5, 200):
+      np.testing.assert_array_equal(grid[t][k], one[k])
+      np.testing.assert_array_equal(grid[t][k], _np_knn(ref_tr, ytr, ref_te, k=k, temperature=t, num_classes=5))
+
+
 def test_knn_errors():
   xtr, ytr = _blobs(20, 4, 2, seed=0)
   with pytest.raises(ConfigError):
