@@ -78,7 +78,6 @@ def ema_config(method: str, ema: bool, args):
   over = {"ema.enabled": ema}
   if method == "isoloss":
     over["predictor.decay"] = 0.998 if ema else 0.5   # τ_C (Halvagal et al.)
-    over["predictor.eps"] = 0.1    # the committed results' value (the Fashion-MNIST recipe now has 0)
   return rc.make_config(method, args, **over)
 
 
