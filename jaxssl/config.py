@@ -416,10 +416,9 @@ def validate_eval_config(cfg: ml_collections.ConfigDict) -> None:
   _int_at_least(cfg, "eval.probe_epochs", 1)
   _int_at_least(cfg, "eval.batch_size", 1)
   _positive(cfg, "eval.knn_temperature")
-  from jaxssl import evaluate as eval_lib   # imported here: evaluate is heavier than a config check
   transform = cfg.eval.get("knn_transform", "none")
-  if transform not in eval_lib.KNN_TRANSFORMS:
-    raise ConfigError(f"config.eval.knn_transform must be one of {', '.join(eval_lib.KNN_TRANSFORMS)}, "
+  if transform not in data_info.KNN_TRANSFORMS:
+    raise ConfigError(f"config.eval.knn_transform must be one of {', '.join(data_info.KNN_TRANSFORMS)}, "
                       f"got {transform!r}")
   for field in ("train_split", "test_split"):
     split = cfg.eval.get(field, None)

@@ -60,11 +60,10 @@ def baseline_key(cfg: ml_collections.ConfigDict, arrays: Sequence[np.ndarray], *
   The random-init network is the one `jaxssl.run` builds: config.model and the method's heads
   (config.method) at `cfg.seed`; the label-free criteria add the augmentation `view_cfgs`.
   """
-  from jaxssl import evaluate as eval_lib   # evaluate imports this module
   ec = cfg.eval
   key: dict[str, Any] = {
       "format": CACHE_FORMAT, "jaxssl": jaxssl.__version__,
-      "dataset": cfg.data.name, "splits": list(eval_lib.eval_splits(cfg)),
+      "dataset": cfg.data.name, "splits": list(data_lib.eval_splits(cfg)),
       "data_sha256": data_fingerprint(arrays), "seed": int(cfg.seed),
       "eval": {"knn_k": [int(k) for k in ec.knn_k], "knn_temperature": float(ec.knn_temperature),
                "knn_transform": str(ec.get("knn_transform", "none")),

@@ -28,6 +28,7 @@ from jaxssl import data as data_lib
 from jaxssl import diagnostics
 from jaxssl import eval_cache
 from jaxssl import selection
+from jaxssl.data.info import KNN_TRANSFORMS   # defined beside the eval splits; re-exported here
 from jaxssl.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------- features
@@ -82,7 +83,6 @@ def extract_features(apply_fn: Callable[[jax.Array], jax.Array], images: np.ndar
 # --------------------------------------------------------------------------- kNN
 
 
-KNN_TRANSFORMS = ("none", "centre", "standardise")
 
 
 def knn_transform(train_feats: np.ndarray, test_feats: np.ndarray, kind: str = "none"
@@ -354,18 +354,6 @@ def label_free_criteria(encode_fn: EncodeFn, train_feats: np.ndarray, feature_di
 EvalData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]   # uint8 xtr, int ytr, xte, yte
 
 
-def eval_splits(cfg: Any) -> tuple[str, str]:
-  """(train split, test split) of the evaluation: `config.eval.train_split` / `test_split`,
-  or the dataset's labelled training split and its test split where they are None (a config
-  saved before the fields existed has neither). A held-out part of the training split, e.g.
-  ("train[:50000]", "train[50000:]"), chooses settings without reading the test set."""
-  info = data_lib.dataset_info(cfg.data.name)
-  ec = cfg.eval
-  train = ec.get("train_split", None) or info.eval_train_split
-  test = ec.get("test_split", None) or info.test_split
-  return str(train), str(test)
-
-
 def _feature_options(cfg: Any) -> dict[str, Any]:
   """The keyword arguments of `evaluate_features` that `cfg` sets (`knn_transform` "none" for a
   config saved before the field existed)."""
@@ -433,7 +421,7 @@ def evaluate_encoder(cfg: Any, encode_fn: EncodeFn, *, random_encode_fn: EncodeF
   """
   baselines = cfg.eval.baselines if baselines is None else baselines
   kw = dict(data_dir=cfg.data.data_dir, idx_dir=cfg.data.idx_dir)
-  train_split, test_split = eval_splits(cfg)
+  train_split, test_split = data_lib.eval_splits(cfg)
   arrays = (*data_lib.load_arrays(cfg.data.name, train_split, **kw),
             *data_lib.load_arrays(cfg.data.name, test_split, **kw))
   results: dict[str, Any] = {"model": encoder_results(cfg, encode_fn, arrays, view_cfgs=view_cfgs)}

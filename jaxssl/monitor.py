@@ -26,7 +26,7 @@ class KnnMonitor:
     ec = cfg.eval
     info = data_lib.dataset_info(cfg.data.name)
     kw = dict(data_dir=cfg.data.data_dir, idx_dir=cfg.data.idx_dir)
-    train_split, test_split = eval_lib.eval_splits(cfg)
+    train_split, test_split = data_lib.eval_splits(cfg)
     xtr, ytr = data_lib.load_arrays(cfg.data.name, train_split, **kw)
     xte, yte = data_lib.load_arrays(cfg.data.name, test_split, **kw)
     n_bank, n_query = int(ec.monitor_train_images), int(ec.monitor_test_images)

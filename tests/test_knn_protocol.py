@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from jaxssl import config as config_lib
-from jaxssl import evaluate
+from jaxssl import data
 from jaxssl.errors import ConfigError
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
@@ -21,10 +21,10 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs",
 
 def test_eval_splits_default_to_the_dataset_and_can_hold_out_part_of_train():
   cfg = config_lib.load_config(CONFIG)
-  assert evaluate.eval_splits(cfg) == ("train", "test")
+  assert data.eval_splits(cfg) == ("train", "test")
   cfg = config_lib.load_config(CONFIG, ["--config.eval.train_split=train[:50000]",
                                         "--config.eval.test_split=train[50000:]"])
-  assert evaluate.eval_splits(cfg) == ("train[:50000]", "train[50000:]")
+  assert data.eval_splits(cfg) == ("train[:50000]", "train[50000:]")
   config_lib.validate_config(cfg)
 
 
@@ -78,6 +78,8 @@ def test_knn_protocol_quick_path_end_to_end(tmp_path, monkeypatch):
   assert chosen["features"] == "r" and chosen["transform"] in knn_protocol.TRANSFORMS
   assert chosen["temperature"] in (0.07, 0.1)
   own = json.loads((out / "model" / "eval.json").read_text())["model"]
+  ec = json.loads((out / "model" / "config.json").read_text())["eval"]
+  assert (ec["knn_transform"], ec["knn_temperature"]) == ("none", 0.1)   # reproduce_common.make_config's kNN
   old = [r for r in result["test"] if r["model"] == "model" and r["protocol"] == "old"]
   assert len(old) == 1
   assert old[0]["knn_20"] == pytest.approx(own["knn_20"]) and old[0]["knn_200"] == pytest.approx(own["knn_200"])

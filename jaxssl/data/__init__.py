@@ -48,7 +48,7 @@ from jaxssl.data.fashion_mnist import (CACHE_DIRNAME, DEFAULT_FMNIST_DIR, FMNIST
                                        read_fashion_mnist_idx, read_idx, resolve_idx_dir, tfds_record_order,
                                        write_atomic)
 from jaxssl.data.info import (IMAGENET_IMAGE_SIZE, KNOWN_DATASETS, UNLABELLED, DatasetInfo, dataset_info,
-                              resolve_data_dir)
+                              eval_splits, resolve_data_dir)
 from jaxssl.data.iterator import (BatchIterator, check_labels, clear_cache, epoch_permutation, epoch_seed,
                                   load_arrays, process_slice)
 
@@ -67,7 +67,7 @@ def make_train_iterator(name: str, *, global_batch_size: int, mesh: jax.sharding
                                        iterator_cls=BatchIterator, **kwargs)
 
 
-__all__ = ["KNOWN_DATASETS", "DatasetInfo", "dataset_info", "prepare_fashion_mnist", "load_arrays",
+__all__ = ["KNOWN_DATASETS", "DatasetInfo", "dataset_info", "eval_splits", "prepare_fashion_mnist", "load_arrays",
            "BatchIterator", "make_train_iterator", "read_idx", "read_fashion_mnist_idx", "resolve_data_dir",
            "resolve_idx_dir", "epoch_permutation", "epoch_seed", "process_slice", "clear_cache",
            "IMAGENET_IMAGE_SIZE", "UNLABELLED", "check_labels", "tfds_record_order", "load_fashion_mnist",

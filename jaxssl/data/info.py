@@ -67,6 +67,23 @@ def dataset_info(name: str) -> DatasetInfo:
   return info
 
 
+# The feature transforms of the weighted-kNN evaluation (`jaxssl.evaluate.knn_transform`), here
+# beside the evaluation splits so that config validation needs no import of the evaluator.
+KNN_TRANSFORMS = ("none", "centre", "standardise")
+
+
+def eval_splits(cfg) -> tuple[str, str]:
+  """(train split, test split) of the evaluation: `config.eval.train_split` / `test_split`,
+  or the dataset's labelled training split and its test split where they are None (a config
+  saved before the fields existed has neither). A held-out part of the training split, e.g.
+  ("train[:50000]", "train[50000:]"), chooses settings without reading the test set."""
+  info = dataset_info(cfg.data.name)
+  ec = cfg.eval
+  train = ec.get("train_split", None) or info.eval_train_split
+  test = ec.get("test_split", None) or info.test_split
+  return str(train), str(test)
+
+
 # ----------------------------------------------------------------------------- split expressions
 
 def base_splits(info: DatasetInfo, split: str) -> list[str]:
