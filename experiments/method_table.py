@@ -38,10 +38,10 @@ from jaxssl import config as config_lib
 from jaxssl import data as data_lib
 from jaxssl import diagnostics
 from jaxssl import export as export_lib
+from jaxssl import run as run_lib
 from jaxssl import selection
 from jaxssl.methods import METHODS, get_method
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 HEADLINE = ("simclr", "byol", "vicreg", "dhel")
 GAIN_NEEDED = 2.0       # points of linear probe over the random-init encoder
 METRICS = ("linear_probe", "knn_20", "knn_200", "effective_rank_z", "effective_rank_r", "uniformity_z",
@@ -50,17 +50,12 @@ METRICS = ("linear_probe", "knn_20", "knn_200", "effective_rank_z", "effective_r
 
 def method_config(method: str, seed: int, args) -> "config_lib.ml_collections.ConfigDict":
   """The method's Fashion-MNIST recipe at the table's budget (steps, batch), with baselines."""
-  cfg = config_lib.load_config(os.path.join(HERE, "configs", f"{method}.py"))
-  cfg.seed = int(seed)
   steps = int(args.steps)
-  cfg.train.num_steps = steps
-  cfg.optim.warmup_steps = min(int(cfg.optim.warmup_steps), max(1, steps // 10))
-  cfg.train.log_every = max(1, steps // 20)
-  cfg.train.checkpoint_every = max(1, steps // 4)
+  cfg = rc.recipe_config(method, seed=seed, steps=steps, log_every=max(1, steps // 20),
+                         checkpoint_every=max(1, steps // 4), quick=args.quick)
   cfg.data.batch_size = int(args.batch)
   cfg.eval.baselines = True
   if args.quick:
-    config_lib.shrink_to_tiny_model(cfg)
     cfg.eval.probe_epochs = 1
     cfg.eval.lidar_images = 16
   config_lib.validate_config(cfg)
@@ -87,7 +82,6 @@ def test_alignment(workdir: str, num_images: int) -> dict[str, float]:
   cfg, setup, state = export_lib.load_run(workdir)
   info = data_lib.dataset_info(cfg.data.name)
   xte, _ = data_lib.load_arrays(cfg.data.name, info.test_split, data_dir=cfg.data.data_dir, idx_dir=cfg.data.idx_dir)
-  from jaxssl import run as run_lib
   encode = run_lib.encode_fn(setup, state)
   images = jax.numpy.asarray(xte[:num_images])
   out = {}

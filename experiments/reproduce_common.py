@@ -114,11 +114,34 @@ def make_config(config_name: str, args, /, **overrides):
   if args.quick:
     config_lib.shrink_to_tiny_model(cfg)
   for field, value in overrides.items():
-    if field == "model.projector":   # a dict: replaces the head spec as a whole
-      cfg.model.projector = dict(value)
-    else:
-      config_lib.set_field(cfg, field, value)
+    set_override(cfg, field, value)
   config_lib.validate_config(cfg)
+  return cfg
+
+
+def set_override(cfg, field: str, value) -> None:
+  """Sets a dotted config field; a head spec (model.projector / model.predictor, a dict) is
+  replaced as a whole."""
+  from jaxssl import config as config_lib
+  if field in ("model.projector", "model.predictor"):
+    cfg.model[field.split(".")[1]] = dict(value)
+  else:
+    config_lib.set_field(cfg, field, value)
+
+
+def recipe_config(method: str, *, seed: int, steps: int, log_every: int, checkpoint_every: int, quick: bool):
+  """experiments/configs/<method>.py's Fashion-MNIST recipe as it stands now (unlike
+  `make_config`, nothing pinned) for `steps`, with the recipe's warm-up capped at steps/10;
+  `quick`: the tiny network of `jaxssl.config.shrink_to_tiny_model`."""
+  from jaxssl import config as config_lib
+  cfg = config_lib.load_config(os.path.join(HERE, "configs", f"{method}.py"))
+  cfg.seed = int(seed)
+  cfg.train.num_steps = int(steps)
+  cfg.optim.warmup_steps = min(int(cfg.optim.warmup_steps), max(1, steps // 10))
+  cfg.train.log_every = int(log_every)
+  cfg.train.checkpoint_every = int(checkpoint_every)
+  if quick:
+    config_lib.shrink_to_tiny_model(cfg)
   return cfg
 
 

@@ -27,7 +27,6 @@ from jaxssl import config as config_lib
 from jaxssl.errors import ConfigError
 from jaxssl.methods import METHODS
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 METRICS = ("linear_probe", "knn_20", "knn_200", "effective_rank_z", "effective_rank_r", "uniformity_z", "norm_z")
 
 
@@ -50,23 +49,15 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def variant_config(method: str, overrides: dict, seed: int, args):
-  cfg = config_lib.load_config(os.path.join(HERE, "configs", f"{method}.py"))
-  cfg.seed = int(seed)
-  cfg.train.num_steps = int(args.steps)
-  cfg.optim.warmup_steps = min(int(cfg.optim.warmup_steps), max(1, args.steps // 10))
-  cfg.train.log_every = max(1, args.steps // 10)
-  cfg.train.checkpoint_every = max(1, args.steps // 2)
+  cfg = rc.recipe_config(method, seed=seed, steps=args.steps, log_every=max(1, args.steps // 10),
+                         checkpoint_every=max(1, args.steps // 2), quick=args.quick)
   cfg.eval.baselines = False
   cfg.eval.probe_epochs = int(args.probe_epochs)
   if args.quick:
-    config_lib.shrink_to_tiny_model(cfg)
     cfg.data.batch_size = 32
   for field, value in overrides.items():
     try:
-      if field in ("model.projector", "model.predictor"):
-        cfg.model[field.split(".")[1]] = dict(value)
-      else:
-        config_lib.set_field(cfg, field, value)
+      rc.set_override(cfg, field, value)
     except (ConfigError, KeyError, AttributeError, TypeError, ValueError) as e:
       raise ConfigError(f"--variant override {field}={value!r}: {e}") from None
   return cfg

@@ -126,13 +126,13 @@ def _knn_chunk(train_n: jax.Array, train_labels: jax.Array, test_chunk: jax.Arra
   top_sims, top_idx = jax.lax.top_k(sims, max(ks))                             # descending
   # exp((s - s_max) / T): the same vote ratios as exp(s / T), which overflows float32 for
   # T < 1/88 (every weight inf, the argmax then meaningless); the largest weight is 1.
-  # (s_max as a max over the row: slicing top_k's output, top_sims[:, :1], makes XLA:CPU
-  # ~25x slower here.)
+  # (s_max as a max over the row, not the slice top_sims[:, :1]: XLA:CPU compiled that slice
+  # of top_k's output into a much slower program.)
   shifted = top_sims - jnp.max(top_sims, axis=1, keepdims=True)                # [C, kmax] <= 0
   weights = jnp.exp(shifted[None] / temperatures[:, None, None])               # [nT, C, kmax]
   onehot = jax.nn.one_hot(train_labels[top_idx], num_classes, dtype=jnp.float32)  # [C, kmax, L]
   # The votes of the first k neighbours for each k at once, as one contraction with the mask
-  # first_k[i, j] = (j < ks[i]) (a cumulative sum over kmax is ~10x slower on XLA:CPU).
+  # first_k[i, j] = (j < ks[i]).
   first_k = (jnp.arange(max(ks))[None, :] < jnp.asarray(ks)[:, None]).astype(jnp.float32)  # [len(ks), kmax]
   votes = jnp.einsum("tcj,cjl,kj->tkcl", weights, onehot, first_k,
                      precision=jax.lax.Precision.HIGHEST)                      # [nT, len(ks), C, L]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from test_docs_tables import FIGURES, ROOT, check_cell, check_numbers, one_table
 
 
@@ -38,28 +40,16 @@ def test_knn_protocol_test_rows_equal_results_json():
       check_numbers(cell, [test[(key, protocol)]["knn_20"], test[(key, protocol)]["knn_200"]], f"{name} {protocol}")
 
 
-def _tuning_rows(method: str, header: list[str]):
+@pytest.mark.parametrize("method, knn_header, chosen", [("isoloss", "kNN-200 (%)", "ema_official"),
+                                                        ("simclr", "kNN-200 (%, old protocol)", "lr3e-3")])
+def test_tuning_table_equals_results_json(method, knn_header, chosen):
   res = json.loads((FIGURES / "tuning" / method / "results.json").read_text())
-  return res, one_table(methods_md(), header)
-
-
-def test_isoloss_tuning_table_equals_results_json():
-  res, rows = _tuning_rows("isoloss", ["variant", "held-out linear (%)", "kNN-200 (%)", "eff. rank z", "eff. rank r"])
+  rows = one_table(methods_md(), ["variant", "held-out linear (%)", knn_header, "eff. rank z", "eff. rank r"])
   assert len(rows) == len(res["summary"])
   for row, s in zip(rows, res["summary"]):
     for cell, key in zip(row[1:], ("linear_probe", "knn_200", "effective_rank_z", "effective_rank_r")):
-      check_cell(cell, s[key]["mean"], f"isoloss {s['label']} {key}")
-  assert res["chosen"] == "ema_official"
-
-
-def test_simclr_tuning_table_equals_results_json():
-  res, rows = _tuning_rows("simclr", ["variant", "held-out linear (%)", "kNN-200 (%, old protocol)",
-                                      "eff. rank z", "eff. rank r"])
-  assert len(rows) == len(res["summary"])
-  for row, s in zip(rows, res["summary"]):
-    for cell, key in zip(row[1:], ("linear_probe", "knn_200", "effective_rank_z", "effective_rank_r")):
-      check_cell(cell, s[key]["mean"], f"simclr {s['label']} {key}")
-  assert res["chosen"] == "lr3e-3"
+      check_cell(cell, s[key]["mean"], f"{method} {s['label']} {key}")
+  assert res["chosen"] == chosen
 
 
 def test_main_job_rows_equal_eval_json():
