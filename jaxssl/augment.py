@@ -595,6 +595,19 @@ def preset(name: str, image_size: int | tuple[int, int], **overrides: Any
   return views
 
 
+# config.data.crop_scale = None keeps the preset's crop scale (ENGINE_DEFAULTS' value).
+def views_of_config(cfg: Any) -> tuple[AugmentConfig, AugmentConfig]:
+  """The (view 1, view 2) configs of a run: `preset(cfg.data.augment, cfg.data.image_size)`,
+  with `cfg.data.crop_scale` as both views' crop area range where it is not None.
+
+  `cfg` is a run's `ml_collections.ConfigDict`; the one place a run's views are resolved
+  (the training step, the label-free criteria and the multi-crop small views all use it).
+  """
+  scale = cfg.data.get("crop_scale")
+  overrides = {} if scale is None else {"crop_scale": tuple(scale)}
+  return preset(cfg.data.augment, int(cfg.data.image_size), **overrides)
+
+
 def describe(cfg: AugmentConfig) -> str:
   """One-line summary of a view config (for logs)."""
   parts = [f"crop {cfg.output_size} p={cfg.crop_p} scale={cfg.crop_scale}", f"flip {cfg.flip_p}"]
@@ -606,7 +619,7 @@ def describe(cfg: AugmentConfig) -> str:
   return ", ".join(parts)
 
 
-__all__ = ["AugmentConfig", "augment_batch", "augment_image", "make_views", "preset", "PRESETS",
+__all__ = ["AugmentConfig", "augment_batch", "augment_image", "make_views", "preset", "PRESETS", "views_of_config",
            "sample_crop_box", "crop_box_from_uniforms", "jitter_from_uniforms", "crop_and_resize", "jitter_params", "apply_jitter", "grayscale",
            "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
            "rgb_to_hsv", "hsv_to_rgb", "solarize", "gaussian_kernel1d", "gaussian_blur", "to_float",

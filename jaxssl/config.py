@@ -199,6 +199,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {"model.dtype": "float32",
                                    # the kNN monitor during training (jaxssl.monitor): off by default
                                    "eval.monitor_every": 0, "eval.monitor_train_images": 5000,
                                    "eval.monitor_test_images": 1000,
+                                   # the views' crop area range (jaxssl.augment.views_of_config): the preset's
+                                   "data.crop_scale": None,
                                    # multi-crop (jaxssl.multicrop): off by default
                                    **multicrop_lib.DEFAULTS,
                                    # sweeps: how members are stepped (jaxssl.sweep.member_mode)
@@ -321,6 +323,7 @@ FIELD_DOCS = {
     "data.batch_size": "global batch size (split over devices and processes)",
     "data.augment": "augmentation preset (jaxssl.augment.preset: simclr, byol, fmnist, none)",
     "data.image_size": "crop size of the views",
+    "data.crop_scale": "(min, max) fraction of the image area a view's random crop covers (None: the preset's)",
     "data.multicrop_num_small": "multi-crop: small crops per image beside the 2 global views (0: off; SwAV / DINO)",
     "data.multicrop_small_size": "multi-crop: side of the small crops in px (None: round(image_size * 96/224))",
     "data.multicrop_small_scale": "multi-crop: (min, max) fraction of the image area a small crop covers",
@@ -447,6 +450,18 @@ def validate_eval_config(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.eval.{flag} must be True or False, got {cfg.eval[flag]!r}")
 
 
+def validate_crop_scale(cfg: ml_collections.ConfigDict) -> None:
+  """ConfigError unless config.data.crop_scale is None or a (min, max) area fraction."""
+  scale = cfg.data.get("crop_scale")
+  if scale is None:
+    return
+  if (not isinstance(scale, (tuple, list)) or len(scale) != 2
+      or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
+      or not 0.0 < scale[0] <= scale[1] <= 1.0):
+    raise ConfigError(f"config.data.crop_scale must be None (the preset's) or a (min, max) fraction of the "
+                      f"image area with 0 < min <= max <= 1, e.g. (0.2, 1.0); got {scale!r}")
+
+
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
   """Checks a training config; every problem is reported by field name, before compiling."""
   for section in ENGINE_SECTIONS:
@@ -466,6 +481,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.data.batch_size must be an int, got {cfg.data.batch_size!r}")
   if not isinstance(cfg.data.image_size, int) or isinstance(cfg.data.image_size, bool) or cfg.data.image_size < 1:
     raise ConfigError(f"config.data.image_size must be a positive int (the crop size), got {cfg.data.image_size!r}")
+  validate_crop_scale(cfg)
   _positive(cfg, "train.num_steps")
   _positive(cfg, "train.log_every")
   _positive(cfg, "train.checkpoint_every")

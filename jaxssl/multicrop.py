@@ -122,7 +122,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     known = sorted(m.name for m in methods.METHODS.values() if m.multicrop_loss is not None)
     raise ConfigError(f"config.{NUM_SMALL}={n}: method {method.name!r} does not support multi-crop; "
                       f"use config.{NUM_SMALL}=0, or one of the methods that do: {', '.join(known)}")
-  small_view_config(cfg, augment.preset(cfg.data.augment, int(image))[0])
+  small_view_config(cfg, augment.views_of_config(cfg)[0])
 
 
 def small_views(key: jax.Array, images: jax.Array, mc: MultiCrop) -> jax.Array:

@@ -131,7 +131,7 @@ def build(cfg: ml_collections.ConfigDict, key: jax.Array | int = 0) -> tuple[Set
   method = get_method(cfg.method)
   info = data_lib.dataset_info(cfg.data.name)
   crop = int(cfg.data.image_size)
-  view_cfgs = augment.preset(cfg.data.augment, crop)
+  view_cfgs = augment.views_of_config(cfg)
   _check_shapes(cfg, info.image_shape, crop)
   seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
   model = SSLNet(cfg, method, in_channels=info.image_shape[-1], rngs=nnx.Rngs(seed))
