@@ -604,6 +604,12 @@ def views_of_config(cfg: Any) -> tuple[AugmentConfig, AugmentConfig]:
   (the training step, the label-free criteria and the multi-crop small views all use it).
   """
   scale = cfg.data.get("crop_scale")
+  if scale is not None and (
+      not isinstance(scale, (tuple, list)) or len(scale) != 2
+      or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
+      or not 0.0 < scale[0] <= scale[1] <= 1.0):
+    raise ConfigError(f"config.data.crop_scale must be None (the preset's) or a (min, max) fraction of the "
+                      f"image area with 0 < min <= max <= 1, e.g. (0.2, 1.0); got {scale!r}")
   overrides = {} if scale is None else {"crop_scale": tuple(scale)}
   return preset(cfg.data.augment, int(cfg.data.image_size), **overrides)
 

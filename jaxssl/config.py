@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import ml_collections
 
+from jaxssl import augment
 from jaxssl import data as data_lib
 from jaxssl.data import info as data_info
 from jaxssl import methods
@@ -450,18 +451,6 @@ def validate_eval_config(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.eval.{flag} must be True or False, got {cfg.eval[flag]!r}")
 
 
-def validate_crop_scale(cfg: ml_collections.ConfigDict) -> None:
-  """ConfigError unless config.data.crop_scale is None or a (min, max) area fraction."""
-  scale = cfg.data.get("crop_scale")
-  if scale is None:
-    return
-  if (not isinstance(scale, (tuple, list)) or len(scale) != 2
-      or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
-      or not 0.0 < scale[0] <= scale[1] <= 1.0):
-    raise ConfigError(f"config.data.crop_scale must be None (the preset's) or a (min, max) fraction of the "
-                      f"image area with 0 < min <= max <= 1, e.g. (0.2, 1.0); got {scale!r}")
-
-
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
   """Checks a training config; every problem is reported by field name, before compiling."""
   for section in ENGINE_SECTIONS:
@@ -481,10 +470,7 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.data.batch_size must be an int, got {cfg.data.batch_size!r}")
   if not isinstance(cfg.data.image_size, int) or isinstance(cfg.data.image_size, bool) or cfg.data.image_size < 1:
     raise ConfigError(f"config.data.image_size must be a positive int (the crop size), got {cfg.data.image_size!r}")
-  validate_crop_scale(cfg)
-  _positive(cfg, "train.num_steps")
-  _positive(cfg, "train.log_every")
-  _positive(cfg, "train.checkpoint_every")
+  augment.views_of_config(cfg)    # the preset and config.data.crop_scale
   _int_at_least(cfg, "train.num_steps", 1)
   _int_at_least(cfg, "train.log_every", 1)
   _int_at_least(cfg, "train.checkpoint_every", 1)
