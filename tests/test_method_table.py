@@ -34,6 +34,16 @@ def test_summary_is_mean_sd_over_seeds_and_the_two_point_rule():
   assert s["vicreg"]["error"] == "not run"
 
 
+def test_a_method_below_the_bar_gets_its_explanation_with_its_numbers_or_is_flagged():
+  rows = [_row("simclr", 0, 88.0, 83.0), _row("simple", 0, 84.5, 83.0), _row("dcl", 0, 84.0, 83.0)]
+  rows[0].update(effective_rank_z=52.9, uniformity_z=3.61)
+  rows[1].update(effective_rank_z=5.1, uniformity_z=1.38)
+  notes = mt.why_below_gain(mt.summarise(rows, ["simclr", "simple", "dcl"]))
+  assert len(notes) == 2          # simclr clears the bar: no note
+  assert notes[0].startswith("simple gains 1.50 points") and "eff. rank z 5.1, uniformity 1.38; simclr 52.9 and 3.61" in notes[0]
+  assert notes[1] == "dcl gains 1.00 points over the random-init encoder, below 2: not explained yet (open)."
+
+
 def test_config_key_follows_the_recipe_not_the_data_location():
   args = argparse.Namespace(steps=3000, batch=256, quick=False)
   a = mt.method_config("simclr", 0, args)
