@@ -79,3 +79,32 @@ def test_lr_1e3_rows_equal_their_eval_json():
     row = next(r for r in rows if r[0] == name)
     for cell, ev in zip(row[1:], (old, new)):
       check_numbers(cell, [ev[key]["knn_20"], ev[key]["knn_200"]], f"{name}")
+
+
+def test_method_table_md_equals_results_json():
+  """docs/figures/methods/table.md (method_table.py's output) against the results.json beside it."""
+  res = json.loads((FIGURES / "methods" / "results.json").read_text())
+  header = ["method", "family", "seeds", "linear (%)", "kNN-20 (%)", "kNN-200 (%)", "gain vs random init",
+            "gain vs raw pixels", "eff. rank z", "eff. rank r", "uniformity z", "alignment z", "wall (min)"]
+  rows = {r[0]: r for r in one_table((FIGURES / "methods" / "table.md").read_text(), header)}
+  assert set(rows) == {s["method"] for s in res["summary"]}
+  finished = 0
+  for s in res["summary"]:
+    row = rows[s["method"]]
+    if not s["seeds"]:
+      assert row[3] == s.get("error", "not run")
+      continue
+    finished += len(s["seeds"])
+    assert row[2] == ",".join(map(str, s["seeds"]))
+    for cell, key in zip(row[3:12], ("linear_probe", "knn_20", "knn_200", "gain_random_init", "gain_raw_pixels",
+                                     "effective_rank_z", "effective_rank_r", "uniformity_z", "alignment_z")):
+      below = key == "gain_random_init" and not s["beats_random_init"]
+      assert below == ("(< 2, see notes)" in cell), f"{s['method']}: the below-the-bar mark"
+      cell = cell.replace("(< 2, see notes)", "")
+      expected = [s[key]["mean"]] + ([s[key]["sd"]] if len(s["seeds"]) > 1 else [])
+      check_numbers(cell, expected, f"{s['method']} {key}")
+    check_numbers(row[12], [s["seconds"]["mean"] / 60] + ([s["seconds"]["sd"] / 60] if len(s["seeds"]) > 1 else []),
+                  f"{s['method']} wall")
+  assert finished == res["finished_runs"] == len(res["rows"])
+  assert sorted(res["claims"]["below_2"]) == sorted(s["method"] for s in res["summary"]
+                                                    if s["seeds"] and not s["beats_random_init"])
