@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Mapping, Sequence
 
@@ -167,6 +168,10 @@ def run_one(cfg, workdir: str, **extra) -> dict[str, Any]:
   except NumericalError as e:
     print(f"[diverged] {workdir}: {e}", flush=True)
     return {**_row({}, extra), "error": str(e).split(";")[0], "seconds": time.time() - t0, "workdir": workdir}
+  if out.get("interrupted"):
+    # The run saved a checkpoint and the rows so far are written: stop the script, a later
+    # start resumes this run (its checkpoints are found above).
+    sys.exit(f"stopped by {out['interrupted']} during {workdir}; rerun the same command to continue")
   return {**_row(out["eval"]["model"], extra), "seconds": time.time() - t0, "workdir": workdir}
 
 

@@ -44,6 +44,14 @@ def test_a_method_below_the_bar_gets_its_explanation_with_its_numbers_or_is_flag
   assert notes[1] == "dcl gains 1.00 points over the random-init encoder, below 2: not explained yet (open)."
 
 
+def test_an_interrupted_run_stops_the_script_with_a_resume_message(tmp_path, monkeypatch):
+  """SIGTERM during a table run: the run saved its checkpoint; run_one must stop the script
+  cleanly (no KeyError on the missing evaluation, no row written for the unfinished run)."""
+  monkeypatch.setattr(mt.rc.run, "train", lambda *a, **k: {"interrupted": "SIGTERM", "step": 1})
+  with pytest.raises(SystemExit, match="stopped by SIGTERM during .*dcl_s0; rerun the same command"):
+    mt.rc.run_one(None, str(tmp_path / "dcl_s0"), method="dcl", seed=0)
+
+
 def test_config_key_follows_the_recipe_not_the_data_location():
   args = argparse.Namespace(steps=3000, batch=256, quick=False)
   a = mt.method_config("simclr", 0, args)
