@@ -595,7 +595,13 @@ def preset(name: str, image_size: int | tuple[int, int], **overrides: Any
   return views
 
 
-# config.data.crop_scale = None keeps the preset's crop scale (ENGINE_DEFAULTS' value).
+def is_area_range(value: Any) -> bool:
+  """Whether `value` is a (min, max) fraction of the image area: 0 < min <= max <= 1."""
+  return (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+          and 0.0 < value[0] <= value[1] <= 1.0)
+
+
 def views_of_config(cfg: Any) -> tuple[AugmentConfig, AugmentConfig]:
   """The (view 1, view 2) configs of a run: `preset(cfg.data.augment, cfg.data.image_size)`,
   with `cfg.data.crop_scale` as both views' crop area range where it is not None.
@@ -604,10 +610,7 @@ def views_of_config(cfg: Any) -> tuple[AugmentConfig, AugmentConfig]:
   (the training step, the label-free criteria and the multi-crop small views all use it).
   """
   scale = cfg.data.get("crop_scale")
-  if scale is not None and (
-      not isinstance(scale, (tuple, list)) or len(scale) != 2
-      or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
-      or not 0.0 < scale[0] <= scale[1] <= 1.0):
+  if scale is not None and not is_area_range(scale):
     raise ConfigError(f"config.data.crop_scale must be None (the preset's) or a (min, max) fraction of the "
                       f"image area with 0 < min <= max <= 1, e.g. (0.2, 1.0); got {scale!r}")
   overrides = {} if scale is None else {"crop_scale": tuple(scale)}
@@ -625,7 +628,7 @@ def describe(cfg: AugmentConfig) -> str:
   return ", ".join(parts)
 
 
-__all__ = ["AugmentConfig", "augment_batch", "augment_image", "make_views", "preset", "PRESETS", "views_of_config",
+__all__ = ["AugmentConfig", "augment_batch", "augment_image", "make_views", "preset", "PRESETS", "views_of_config", "is_area_range",
            "sample_crop_box", "crop_box_from_uniforms", "jitter_from_uniforms", "crop_and_resize", "jitter_params", "apply_jitter", "grayscale",
            "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
            "rgb_to_hsv", "hsv_to_rgb", "solarize", "gaussian_kernel1d", "gaussian_blur", "to_float",

@@ -110,9 +110,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   if size is not None and isinstance(image, int) and size > image:
     raise ConfigError(f"config.{SMALL_SIZE}={size} is larger than the global views "
                       f"(config.data.image_size={image}); small crops must be at most {image} px.")
-  if (not isinstance(scale, (tuple, list)) or len(scale) != 2
-      or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
-      or not 0.0 < scale[0] <= scale[1] <= 1.0):
+  if not augment.is_area_range(scale):
     raise ConfigError(f"config.{SMALL_SCALE} must be a (min, max) area fraction with 0 < min <= max <= 1, "
                       f"e.g. {DEFAULT_SMALL_SCALE}, got {scale!r}")
   if not n:
