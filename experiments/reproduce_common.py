@@ -168,11 +168,18 @@ def run_one(cfg, workdir: str, **extra) -> dict[str, Any]:
   except NumericalError as e:
     print(f"[diverged] {workdir}: {e}", flush=True)
     return {**_row({}, extra), "error": str(e).split(";")[0], "seconds": time.time() - t0, "workdir": workdir}
-  if out.get("interrupted"):
-    # The run saved a checkpoint and the rows so far are written: stop the script, a later
-    # start resumes this run (its checkpoints are found above).
-    sys.exit(f"stopped by {out['interrupted']} during {workdir}; rerun the same command to continue")
+  stop_if_interrupted(out, workdir)
   return {**_row(out["eval"]["model"], extra), "seconds": time.time() - t0, "workdir": workdir}
+
+
+def stop_if_interrupted(out: Mapping[str, Any], workdir: str) -> None:
+  """Ends the script when `run.train` / `run.sweep` returned after a signal (`out["interrupted"]`).
+
+  The run saved a checkpoint and the rows written so far stay: a later start of the same
+  command resumes this run (its checkpoints are found) instead of reading an evaluation
+  that was never made."""
+  if out.get("interrupted"):
+    sys.exit(f"stopped by {out['interrupted']} during {workdir}; rerun the same command to continue")
 
 
 def record_wall_time(row: dict[str, Any], workdir: str) -> None:
@@ -221,6 +228,7 @@ def run_grid(cfg, workdir: str, grid: Sequence[tuple[str, Sequence[float]]], *,
       return [{**_row({}, extra, metrics), **{keys[f]: m[f] for f in m}, "member": i,
                "error": str(e).split(";")[0], "seconds": time.time() - t0, "workdir": workdir}
               for i, m in enumerate(members)]
+    stop_if_interrupted(out, workdir)
     results = out["member_results"]
   secs = 0.0 if reused else time.time() - t0
   timing = {"seconds": secs}

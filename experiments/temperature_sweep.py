@@ -25,7 +25,7 @@ import sys
 import time
 
 import reproduce_common  # noqa: E402  (experiments/ is the script's directory)
-from jaxssl import plots, run, sweep  # noqa: E402
+from jaxssl import plots  # noqa: E402
 
 TEMPERATURES = (0.07, 0.1, 0.2, 0.5, 1.0)
 COLUMNS = reproduce_common.COLUMNS
@@ -131,17 +131,16 @@ def main(argv=None):
 
   os.makedirs(args.out, exist_ok=True)
   t0 = time.time()
-  cfg = reproduce_common.make_config("simclr", args)
-  members = sweep.members_from_sweep(cfg, [("loss.temperature", list(TEMPERATURES))])
-  out = run.sweep(cfg, members, os.path.join(args.out, "sweep"), evaluate_at_end=True)
-  rows = []
-  for m, r in zip(members, out["member_results"]):
-    rows.append({"temperature": m["loss.temperature"], **{k: r["model"][k] for k in COLUMNS}})
+  # run_grid / run_one resume an interrupted start and stop the script (not a KeyError) when
+  # a signal ends a run before its evaluation.
+  grid = reproduce_common.run_grid(reproduce_common.make_config("simclr", args), os.path.join(args.out, "sweep"),
+                                   [("loss.temperature", list(TEMPERATURES))])
+  rows = [{"temperature": r["temperature"], **{k: r[k] for k in COLUMNS}} for r in grid]
   sweep_s = time.time() - t0
 
   t1 = time.time()
-  simple_out = run.train(reproduce_common.make_config("simple", args), os.path.join(args.out, "simple"), evaluate_at_end=True)
-  simple = {k: simple_out["eval"]["model"][k] for k in COLUMNS}
+  simple_row = reproduce_common.run_one(reproduce_common.make_config("simple", args), os.path.join(args.out, "simple"))
+  simple = {k: simple_row[k] for k in COLUMNS}
   simple_s = time.time() - t1
 
   result = {"steps": args.steps, "batch": args.batch, "probe_epochs": args.probe_epochs,

@@ -52,6 +52,15 @@ def test_an_interrupted_run_stops_the_script_with_a_resume_message(tmp_path, mon
     mt.rc.run_one(None, str(tmp_path / "dcl_s0"), method="dcl", seed=0)
 
 
+def test_an_interrupted_sweep_stops_the_script_with_a_resume_message(tmp_path, monkeypatch):
+  """The same for a batched sweep (run_grid, e.g. experiments/temperature_sweep.py): its
+  summary has no member_results after a signal."""
+  monkeypatch.setattr(mt.rc.run, "sweep", lambda *a, **k: {"interrupted": "SIGINT", "step": 3})
+  cfg = mt.method_config("simclr", 0, argparse.Namespace(steps=16, batch=32, quick=True))
+  with pytest.raises(SystemExit, match="stopped by SIGINT during .*sweep; rerun the same command"):
+    mt.rc.run_grid(cfg, str(tmp_path / "sweep"), [("loss.temperature", [0.1, 0.5])])
+
+
 def test_config_key_follows_the_recipe_not_the_data_location():
   args = argparse.Namespace(steps=3000, batch=256, quick=False)
   a = mt.method_config("simclr", 0, args)
