@@ -55,3 +55,14 @@ def test_tune_recipe_quick_path_reads_only_the_training_split(tmp_path, monkeypa
   evaluated = [s for s in seen if s != "train"]
   assert evaluated and all(s.startswith("train[") for s in evaluated), seen
   assert "test" not in seen
+  # The wall time is the runs' own, so a second start that adds a variant and reuses the
+  # finished ones still counts them (it was this start's time, which left them out).
+  first = {r["label"]: r["seconds"] for r in result["rows"]}
+  assert all(s > 0 for s in first.values()) and result["seconds"] == pytest.approx(sum(first.values()))
+  with tiny_fashion_mnist(tmp_path, monkeypatch):
+    assert tr.main(["--method", "simclr", "--quick", "--variant", "recipe:", "--variant",
+                    "tau:loss.temperature=0.5", "--variant", "wd:optim.weight_decay=1e-4", "--out", str(out)]) == 0
+  again = json.loads((out / "results.json").read_text())
+  seconds = {r["label"]: r["seconds"] for r in again["rows"]}
+  assert {k: seconds[k] for k in first} == pytest.approx(first) and seconds["wd"] > 0
+  assert again["seconds"] == pytest.approx(sum(seconds.values()))
