@@ -426,3 +426,89 @@ def test_hard_contrastive_quick_path_end_to_end(tmp_path, monkeypatch):
   assert result["summary"] == json.loads(json.dumps(hc.summarise(result)))
   assert result["claims"]["verdict_alpha_0.1"] in ("reproduced", "direction holds", "not reproduced",
                                                     "one seed: flatter, noise unmeasured")
+
+
+def _temperature_rows(seed_shift=0.0):
+  """Hand-made rows of the seeded temperature sweep: 2 seeds, uniformity falling and tolerance
+  rising over τ >= 0.1, probe peaking at τ 0.1."""
+  import temperature_sweep as ts
+  probe = {0.07: 84.0, 0.1: 84.5, 0.2: 83.5, 0.5: 83.0, 1.0: 82.0}
+  rows, simple = [], []
+  for s in (0, 1):
+    for i, t in enumerate(ts.TEMPERATURES):
+      rows.append({"seed": s, "temperature": t, "linear_probe": probe[t] + 0.1 * s, "knn_200": 80.0,
+                   "uniformity_z": (3.1 if t == 0.07 else 3.5 - 0.3 * i) + 0.01 * s,
+                   "tolerance_z": (0.36 if t == 0.07 else 0.2 + 0.1 * i) - 0.01 * s + seed_shift,
+                   "effective_rank_z": 50.0, "effective_rank_r": 100.0})
+    simple.append({"seed": s, "linear_probe": 80.0 + 0.2 * s, "knn_200": 76.0, "uniformity_z": 1.3,
+                   "tolerance_z": 0.7, "effective_rank_z": 10.0, "effective_rank_r": 90.0})
+  return {"seeds": [0, 1], "rows": rows, "simple": simple}
+
+
+def test_temperature_sweep_verdicts_on_hand_made_rows():
+  import temperature_sweep as ts
+  s = ts.summarise(_temperature_rows())
+  c = s["claims"]
+  # U(0.1) - U(1) = 3.2 - 2.3 = 0.9 in both seeds: sd 0, so the mean exceeds 2 sd.
+  assert c["uniformity"]["verdict"] == "reproduced" and not c["uniformity"]["falls_every_seed_all_tau"]
+  assert c["uniformity"]["drop_tau0.1_minus_tau1"]["mean"] == pytest.approx(0.9)
+  assert c["tolerance"]["verdict"] == "reproduced"
+  assert c["tolerance"]["rise_tau1_minus_tau0.1"]["mean"] == pytest.approx(0.3)
+  acc = c["accuracy"]
+  assert acc["peak_tau"] == 0.1 and acc["peak_interior"] and not acc["peak_in_paper_range_0.2_0.3"]
+  assert acc["peak_minus_end"]["0.07"]["diffs"] == pytest.approx([0.5, 0.5])
+  assert acc["peak_minus_end"]["1"]["mean"] == pytest.approx(2.5) and acc["verdict"] == "reproduced"
+  # simple: probe gap to the worst NT-Xent (82.0 + 0.1 s) is 2.0 and 1.9: mean 1.95, sd 0.07.
+  assert c["simple"]["probe_nearest_minus_simple"]["diffs"] == pytest.approx([2.0, 1.9])
+  assert c["simple"]["verdict"] == "reproduced"
+  assert s["cells"]["0.2"]["linear_probe"]["mean"] == pytest.approx(83.55)
+  # A seed whose τ 0.07 beats τ 0.1 by 0.3 points: the mean peak stays interior but a gap fails.
+  res = _temperature_rows()
+  next(r for r in res["rows"] if r["seed"] == 1 and r["temperature"] == 0.07)["linear_probe"] = 84.9
+  assert ts.summarise(res)["claims"]["accuracy"]["verdict"] == "weak"
+  # Tolerance not monotone in seed 1: only "not reproduced" remains for it.
+  res = _temperature_rows()
+  next(r for r in res["rows"] if r["seed"] == 1 and r["temperature"] == 0.5)["tolerance_z"] = 0.9
+  assert ts.summarise(res)["claims"]["tolerance"]["verdict"] == "not reproduced"
+  # One seed: never "reproduced" (no sd), at most "direction holds".
+  one = _temperature_rows()
+  one = {"seeds": [0], "rows": [r for r in one["rows"] if r["seed"] == 0], "simple": one["simple"][:1]}
+  assert ts.summarise(one)["claims"]["uniformity"]["verdict"] == "direction holds"
+  assert ts.summarise(one)["claims"]["simple"]["verdict"] == "direction holds"
+
+
+def test_temperature_sweep_quick_path_end_to_end(tmp_path, monkeypatch):
+  """`temperature_sweep.py --quick` (one 5-member τ sweep and one simple-loss run per seed, 2
+  seeds) on a fake Fashion-MNIST; a second start reuses every finished run."""
+  import json
+
+  import temperature_sweep as ts
+  out = tmp_path / "out"
+  with tiny_fashion_mnist(tmp_path, monkeypatch):
+    assert ts.main(["--quick", "--out", str(out)]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert ts.main(["--quick", "--out", str(out)]) == 0     # reuses: same rows
+  result = json.loads((out / "results.json").read_text())
+  assert result["rows"] == first["rows"] and result["simple"] == first["simple"]
+  assert sorted((r["seed"], r["temperature"]) for r in result["rows"]) == [
+      (s, t) for s in (0, 1) for t in ts.TEMPERATURES]
+  assert [r["seed"] for r in result["simple"]] == [0, 1] and result["steps"] == 16
+  for r in result["rows"] + result["simple"]:
+    assert 0.0 <= r["uniformity_z"] <= 4.0 and -1.0 <= r["tolerance_z"] <= 1.0 and 0 <= r["linear_probe"] <= 100
+  assert result["summary"] == json.loads(json.dumps(ts.summarise(result)))
+  assert result["seconds"]["seed1_simple_with_eval"] > 0     # the reused run reports its first time
+  assert (out / "temperature_sweep.png").stat().st_size > 0 and "Temperature sweep" in (out / "table.md").read_text()
+
+
+def test_committed_recipes_of_the_reproductions():
+  """make_config applies the recipe values the committed results were made with: SimCLR's lr
+  1e-3 and the fmnist preset's crop (0.2, 1) (issue 19 tuned them to 3e-3 and (0.4, 1)), and the
+  old kNN protocol."""
+  import argparse
+
+  import reproduce_common as rc
+  from jaxssl import augment
+  cfg = rc.make_config("simclr", argparse.Namespace(steps=500, batch=256, probe_epochs=30, quick=False), seed=2)
+  assert cfg.optim.lr == 1e-3 and cfg.seed == 2 and cfg.loss.temperature == 0.2
+  assert [v.crop_scale for v in augment.views_of_config(cfg)] == [(0.2, 1.0), (0.2, 1.0)]
+  assert (cfg.eval.knn_transform, cfg.eval.knn_temperature) == ("none", 0.1)
