@@ -173,6 +173,30 @@ def run_one(cfg, workdir: str, **extra) -> dict[str, Any]:
   return {**_row(out["eval"]["model"], extra), "seconds": time.time() - t0, "workdir": workdir}
 
 
+def finished_seed_rows(out_dir: str, settings: Mapping[str, Any], seeds: Sequence[int]) -> dict[int, list[dict]]:
+  """The rows of <out_dir>/results.json, per seed in `seeds`, for a later start that adds seeds.
+
+  A seeded script's workdirs (runs/...) need not outlive the session that trained them, but its
+  results.json does (it is committed): a start with one more seed then reuses the finished
+  seeds' rows instead of training them again. Returned only when the file records every key of
+  `settings` (steps, batch, grids, ...) with this start's value; {} otherwise (then every seed
+  trains).
+  """
+  path = os.path.join(out_dir, "results.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    prior = json.load(f)
+  if any(prior.get(k) != (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()):
+    print(f"[retrain] {path} was made with other settings than this start's", flush=True)
+    return {}
+  rows: dict[int, list[dict]] = {}
+  for r in prior.get("rows", []):
+    if r.get("seed") in seeds:
+      rows.setdefault(int(r["seed"]), []).append(r)
+  return rows
+
+
 def stop_if_interrupted(out: Mapping[str, Any], workdir: str) -> None:
   """Ends the script when `run.train` / `run.sweep` returned after a signal (`out["interrupted"]`).
 

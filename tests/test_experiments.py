@@ -426,6 +426,31 @@ def test_hard_contrastive_quick_path_end_to_end(tmp_path, monkeypatch):
   assert result["summary"] == json.loads(json.dumps(hc.summarise(result)))
   assert result["claims"]["verdict_alpha_0.1"] in ("reproduced", "direction holds", "not reproduced",
                                                     "one seed: flatter, noise unmeasured")
+  # The workdirs of a committed run are gone (another session): --seeds 0,1,2 keeps seed 0's and
+  # 1's rows from results.json and trains seed 2 only.
+  import shutil
+  shutil.rmtree(out / "seed0")
+  shutil.rmtree(out / "seed1")
+  with tiny_fashion_mnist(tmp_path, monkeypatch):
+    assert hc.main(["--quick", "--temperatures", "0.2,1.0", "--seeds", "0,1,2", "--out", str(out)]) == 0
+  more = json.loads((out / "results.json").read_text())
+  assert [r for r in more["rows"] if r["seed"] in (0, 1)] == rows
+  assert sorted((r["temperature"], r["alpha"]) for r in more["rows"] if r["seed"] == 2) == [
+      (t, a) for t in (0.2, 1.0) for a in (0.1, 1.0)]
+  assert not (out / "seed0").exists() and (out / "seed2").is_dir() and more["seconds_per_seed"]["2"] > 0
+
+
+def test_finished_seed_rows_only_with_the_same_settings(tmp_path):
+  import json
+
+  import reproduce_common as rc
+  rows = [{"seed": s, "x": s} for s in (0, 1, 1)]
+  (tmp_path / "results.json").write_text(json.dumps({"steps": 300, "temperatures": [0.2, 1.0], "rows": rows}))
+  got = rc.finished_seed_rows(str(tmp_path), {"steps": 300, "temperatures": (0.2, 1.0)}, [1, 2])
+  assert got == {1: rows[1:]}
+  assert rc.finished_seed_rows(str(tmp_path), {"steps": 600, "temperatures": [0.2, 1.0]}, [0, 1]) == {}
+  assert rc.finished_seed_rows(str(tmp_path), {"steps": 300, "alphas": [0.1]}, [0]) == {}   # not recorded
+  assert rc.finished_seed_rows(str(tmp_path / "none"), {"steps": 300}, [0]) == {}
 
 
 def _temperature_rows(seed_shift=0.0):
