@@ -43,10 +43,15 @@ that spectrum are reported per seed and as mean ± sd, and the claims are per se
   seeded_erank_r_none_below_<v>: effective rank of r (test set, float64) lower without a
       projector in every seed;
   accuracy MLP vs DirectCLR: the paired difference probe(MLP, s) − probe(DirectCLR, s); a
-      "tie" unless it has one sign in every seed and |mean| > 2 sd (ddof 1).
+      "tie" unless it has one sign in every seed and |mean| > 2 sd (ddof 1);
+  seeded_mlp_erank_fraction_r_minus_z: with the MLP projector, the effective rank of r as a
+      fraction of its dimension minus that of z (the evaluation's effective ranks, test set),
+      per seed, with the same tie rule: "first ahead" is z collapsing more than r, relative to
+      their widths (the rows' dim_z / dim_r).
 
     python experiments/dimensional_collapse.py --out runs/dimensional_collapse [--steps 2000]
         [--batch 256] [--probe-epochs 30] [--variants mlp,linear,none,directclr] [--seeds 0,1,2] [--quick]
+        [--replot]
 
 Writes results.json, table.md and spectra.png to --out (one workdir per variant inside;
 with --seeds one per variant and seed, <variant>_seed<s>).
@@ -215,6 +220,10 @@ def seeded_claims(rows: list[dict], seeds) -> dict:
   for v in [x for x in ("mlp", "linear", "directclr") if x in variants and "none" in variants]:
     diffs = [by[(v, s)]["linear_probe"] - by[("none", s)]["linear_probe"] for s in seeds]
     out[f"accuracy_{v}_minus_none"] = {"diffs": diffs, **rc.mean_sd(diffs), "result": tie_or_order(diffs)}
+  if "mlp" in variants and all("dim_z" in by[("mlp", s)] for s in seeds):
+    diffs = [by[("mlp", s)]["effective_rank_r"] / by[("mlp", s)]["dim_r"]
+             - by[("mlp", s)]["effective_rank_z"] / by[("mlp", s)]["dim_z"] for s in seeds]
+    out["seeded_mlp_erank_fraction_r_minus_z"] = {"diffs": diffs, **rc.mean_sd(diffs), "result": tie_or_order(diffs)}
   return out
 
 
@@ -223,7 +232,8 @@ def seeded_summary(rows: list[dict], variants) -> dict:
   out = {}
   for v in variants:
     sel = [r for r in rows if r["variant"] == v]
-    per = {m: rc.mean_sd([r[m] for r in sel]) for m in ("linear_probe", "knn_200", "effective_rank_z")}
+    per = {m: rc.mean_sd([r[m] for r in sel]) for m in ("linear_probe", "knn_200", "effective_rank_z",
+                                                         "effective_rank_r")}
     per["test_effective_rank_r"] = rc.mean_sd([r["test"]["effective_rank_r"] for r in sel])
     for thr in (f"{t:g}" for t in TEST_THRESHOLDS):
       per[f"test_collapsed_r_{thr}"] = rc.mean_sd([r["test"]["collapsed_r"][thr] for r in sel])
@@ -254,7 +264,29 @@ def seeded_table(result: dict) -> list[str]:
     if key in c:
       lines.append(f"| {label} | {', '.join(f'{d:+.2f}' for d in c[key]['diffs'])} | {rc.pm(c[key])} | "
                    f"{c[key]['result']} |")
+  f = c.get("seeded_mlp_erank_fraction_r_minus_z")
+  if f:
+    mlp = result["summary"]["mlp"]
+    lines += ["", "| MLP projector | eff. rank z | eff. rank r | per seed: r / dim r − z / dim z | mean ± sd | result |",
+              "|---|---|---|---|---|---|",
+              f"| dims z {mlp_dims(result)[0]}, r {mlp_dims(result)[1]} | {rc.pm(mlp['effective_rank_z'], 1)} | "
+              f"{rc.pm(mlp['effective_rank_r'], 1)} | {', '.join(f'{d:+.3f}' for d in f['diffs'])} | {rc.pm(f, 3)} | "
+              f"{f['result']} |"]
   return lines
+
+
+def mlp_dims(result: dict) -> tuple[int, int]:
+  """(dim z, dim r) of the seeded MLP rows."""
+  (row, *_) = [r for r in result["rows"] if r["variant"] == "mlp"]
+  return int(row["dim_z"]), int(row["dim_r"])
+
+
+def write_seeded_outputs(result: dict, out: str) -> None:
+  """results.json and table.md of the seeded protocol, the summary and claims recomputed from the rows."""
+  result["summary"] = seeded_summary(result["rows"], result["variants"])
+  result["claims"] = seeded_claims(result["rows"], result["seeds"])
+  rc.write_outputs(out, result, [(TITLE + f", seeds {','.join(map(str, result['seeds']))}, r on the test set",
+                                  seeded_table(result))])
 
 
 def run_seeded(args, variants, seeds) -> int:
@@ -266,6 +298,8 @@ def run_seeded(args, variants, seeds) -> int:
       wd = os.path.join(args.out, f"{name}_seed{seed}")
       row = rc.run_one(cfg, wd, variant=name, seed=int(seed), projector=cfg.model.projector.get("kind", "mlp"))
       rc.record_wall_time(row, wd)
+      sp = rc.final_spectra(wd)
+      row.update(dim_z=len(sp.get("spectrum_z", [])), dim_r=len(sp.get("spectrum_r", [])))
       cached = os.path.join(wd, "test_spectrum.json")
       if os.path.exists(cached):   # the spectrum is stored; what is derived from it is recomputed
         with open(cached) as f:
@@ -281,10 +315,8 @@ def run_seeded(args, variants, seeds) -> int:
   result = {"steps": args.steps, "batch": args.batch, "probe_epochs": args.probe_epochs, "quick": args.quick,
             "seeds": list(seeds), "variants": list(variants), "thresholds": list(TEST_THRESHOLDS),
             "spectrum": "r on the test split, rows L2-normalised, covariance centred, float64 numpy.linalg.eigh",
-            "rows": rows, "summary": seeded_summary(rows, variants), "claims": seeded_claims(rows, seeds)}
-  result["seconds"] = time.time() - t0
-  rc.write_outputs(args.out, result, [(TITLE + f", seeds {','.join(map(str, seeds))}, r on the test set",
-                                       seeded_table(result))])
+            "rows": rows, "seconds": time.time() - t0}
+  write_seeded_outputs(result, args.out)
   panel = {}
   for r in rows:
     panel[f"{LABELS[r['variant']]}, seed {r['seed']}"] = {
@@ -304,7 +336,11 @@ def main(argv=None):
   ap.add_argument("--seeds", type=rc.ints, default=None,
                   help="config.seed values: train every variant per seed and measure r on the test set "
                        "(the seeded protocol of the docstring)")
+  ap.add_argument("--replot", action="store_true",
+                  help="seeded protocol only: rebuild table.md, the summary and claims from --out/results.json")
   args = ap.parse_args(argv)
+  if args.replot:
+    return rc.replot(args.out, write_seeded_outputs)
   rc.apply_quick(args)
   variants = [v for v in args.variants.split(",") if v]
   unknown = [v for v in variants if v not in VARIANTS]

@@ -375,6 +375,10 @@ def test_dimensional_collapse_seeded_quick_path_end_to_end(tmp_path, monkeypatch
       assert t["collapsed_r"] == dc.collapsed_counts(t["spectrum_r"])
       assert 1.0 <= t["effective_rank_r"] <= 8.0
     assert result["claims"] == dc.seeded_claims(rows, [0, 1])
+    mlp = [r for r in rows if r["variant"] == "mlp"]
+    assert all((r["dim_z"], r["dim_r"]) == (8, 8) for r in mlp)     # the tiny model's widths
+    assert result["claims"]["seeded_mlp_erank_fraction_r_minus_z"]["diffs"] == pytest.approx(
+        [(r["effective_rank_r"] - r["effective_rank_z"]) / 8 for r in mlp])
     by = {(r["variant"], r["seed"]): r["linear_probe"] for r in rows}
     assert result["claims"]["accuracy_mlp_minus_directclr"]["diffs"] == pytest.approx(
         [by[("mlp", s)] - by[("directclr", s)] for s in (0, 1)])
