@@ -9,8 +9,15 @@ initialisation). Alignment (Wang & Isola, alpha = 2) is measured on two views of
 --alignment-images test images, drawn with the method's own augmentation.
 
 The headline methods (simclr, byol, vicreg, dhel) train with --headline-seeds, the others
-with --seeds; a seeded column is mean ± sd (sample sd) over seeds. A method "beats random
-init" when its mean linear-probe gain over the random-init encoder is >= 2 points.
+with --seeds, and `--method-seeds METHOD=S,S,...` (repeatable) sets one method's seeds; a
+seeded column is mean ± sd (sample sd) over seeds. A method "beats random init" when its mean
+linear-probe gain over the random-init encoder is >= 2 points.
+
+Paired comparisons (PAIRED: (first, second) methods whose recipes differ in one part only, e.g.
+DirectPred's closed-form predictor vs BYOL's learned one): over the seeds both have, the
+per-seed linear-probe differences first − second, their mean ± sd, "first ahead" / "second
+ahead" when they have one sign in every seed and |mean| > 2 sd (ddof 1), else "tie"; and
+whether |mean| + 2 sd < EQUIVALENCE_MARGIN points (a tie that small counts as "≈").
 
 Nothing is lost on interruption: each finished run is written to <out>/results.json at
 once, keyed by a hash of its resolved config, and a later start reuses every row whose
@@ -56,6 +63,10 @@ WHY_BELOW_GAIN = {
                "3.60 (their Table 1, CIFAR-10; docs/papers.md §A). Its "
                "λ = 1/(N-1) is the paper's; its learning rate was not tuned."),
 }
+# (first, second): recipes that differ only in the predictor (experiments/configs/directpred.py
+# and byol.py: same optimizer, EMA, projector; DirectPred's predictor is set in closed form).
+PAIRED = (("directpred", "byol"),)
+EQUIVALENCE_MARGIN = 1.0   # points of linear probe
 METRICS = ("linear_probe", "knn_20", "knn_200", "effective_rank_z", "effective_rank_r", "uniformity_z",
            "alignment_z", "gain_random_init", "gain_raw_pixels", "seconds")
 
@@ -135,6 +146,47 @@ def run_row(method: str, seed: int, args, previous: dict[str, dict]) -> dict:
   return out
 
 
+def paired_comparisons(rows: list[dict]) -> dict[str, dict]:
+  """PAIRED's comparisons over the seeds both methods finished (module docstring)."""
+  by = {(r["method"], r["seed"]): r for r in rows if "error" not in r}
+  out = {}
+  for first, second in PAIRED:
+    seeds = sorted(s for m, s in by if m == first and (second, s) in by)
+    if len(seeds) < 2:
+      continue
+    diffs = [by[(first, s)]["linear_probe"] - by[(second, s)]["linear_probe"] for s in seeds]
+    st = rc.mean_sd(diffs)
+    ordered = (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)) and abs(st["mean"]) > 2 * st["sd"]
+    out[f"{first}_minus_{second}"] = {
+        "seeds": seeds, "diffs": diffs, **st,
+        "result": ("first ahead" if st["mean"] > 0 else "second ahead") if ordered else "tie",
+        "within_equivalence_margin": bool(abs(st["mean"]) + 2 * st["sd"] < EQUIVALENCE_MARGIN),
+        "equivalence_margin": EQUIVALENCE_MARGIN}
+  return out
+
+
+def plan_runs(methods: list[str], args) -> list[tuple[str, int]]:
+  """(method, seed) pairs to train: --method-seeds, else --headline-seeds or --seeds."""
+  def seeds_of(m):
+    return args.method_seeds.get(m) or (args.headline_seeds if m in HEADLINE else args.seeds)
+  every = sorted({s for m in methods for s in seeds_of(m)})
+  return [(m, s) for s in every for m in methods if s in seeds_of(m)]
+
+
+def method_seeds(entries: list[str] | None, ap) -> dict[str, list[int]]:
+  """--method-seeds METHOD=S,S,... entries -> {method: seeds}; ap.error on a bad entry."""
+  out = {}
+  for e in entries or []:
+    m, sep, seeds = e.partition("=")
+    if not sep or m.strip() not in METHODS:
+      ap.error(f"--method-seeds: expected METHOD=S,S,... with a known method, got {e!r}")
+    try:
+      out[m.strip()] = rc.ints(seeds)
+    except argparse.ArgumentTypeError as err:
+      ap.error(f"--method-seeds {e!r}: {err}")
+  return out
+
+
 def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
   """One summary per method: mean ± sd of METRICS over its seeds, and whether it beats the
   random-init encoder by GAIN_NEEDED points."""
@@ -162,10 +214,13 @@ def main(argv=None) -> int:
   ap.add_argument("--batch", type=int, default=256)
   ap.add_argument("--seeds", type=rc.ints, default=[0])
   ap.add_argument("--headline-seeds", type=rc.ints, default=[0, 1])
+  ap.add_argument("--method-seeds", action="append", metavar="METHOD=S,S",
+                  help="one method's seeds, e.g. directpred=0,1,2 (repeatable; overrides the two above)")
   ap.add_argument("--alignment-images", type=int, default=5000)
   ap.add_argument("--quick", action="store_true", help="smoke run: 16 steps, batch 32, tiny network")
   ap.add_argument("--replot", action="store_true")
   args = ap.parse_args(argv)
+  args.method_seeds = method_seeds(args.method_seeds, ap)
   os.makedirs(args.out, exist_ok=True)
   if args.replot:
     return rc.replot(args.out, write_outputs)
@@ -183,8 +238,7 @@ def main(argv=None) -> int:
       old = json.load(f)
     if bool(old.get("quick")) == bool(args.quick):
       previous = {f"{r['method']}/{r['seed']}": r for r in old.get("rows", [])}
-  plan = [(m, s) for s in sorted(set(args.seeds) | set(args.headline_seeds)) for m in methods
-          if s in (args.headline_seeds if m in HEADLINE else args.seeds)]
+  plan = plan_runs(methods, args)
   rows = {k: v for k, v in previous.items() if k.split("/")[0] in methods}
   t0 = time.time()
   for m, s in plan:
@@ -202,7 +256,8 @@ def result_dict(rows: dict, methods: list[str], args, plan) -> dict:
   summary = summarise(kept, methods)
   done = [r for r in kept if "error" not in r]
   return {"steps": args.steps, "batch": args.batch, "quick": bool(args.quick), "headline": list(HEADLINE),
-          "seeds": args.seeds, "headline_seeds": args.headline_seeds, "gain_needed": GAIN_NEEDED,
+          "seeds": args.seeds, "headline_seeds": args.headline_seeds, "method_seeds": args.method_seeds,
+          "gain_needed": GAIN_NEEDED, "paired": paired_comparisons(kept),
           "alignment_images": args.alignment_images, "planned_runs": len(plan), "finished_runs": len(done),
           "total_seconds": float(sum(r["seconds"] for r in done)), "rows": kept, "summary": summary,
           "claims": {"beat_random_init_by_2": [s["method"] for s in summary if s.get("beats_random_init")],
@@ -260,7 +315,17 @@ def write_outputs(result: dict, out_dir: str) -> None:
                "effective ranks and alignment (α = 2, two views of test images) are on the test set. "
                "(< 2): the mean gain over the random-init encoder is below 2 points.")
   notes.extend(why_below_gain(result["summary"]))
-  rc.write_outputs(out_dir, result, [("methods", lines), ("notes", notes)])
+  tables = [("methods", lines), ("notes", notes)]
+  paired = result.get("paired", {})
+  if paired:
+    ptable = ["| comparison | seeds | linear probe difference per seed | mean ± sd | result | "
+              f"|mean| + 2 sd < {EQUIVALENCE_MARGIN:g} |", "|---|---|---|---|---|---|"]
+    for name, p in paired.items():
+      ptable.append(f"| {name.replace('_minus_', ' − ')} | {','.join(map(str, p['seeds']))} | "
+                    f"{', '.join(f'{d:+.2f}' for d in p['diffs'])} | {rc.pm(p)} | {p['result']} | "
+                    f"{rc.fmt(p['within_equivalence_margin'])} |")
+    tables.append(("paired comparisons", ptable))
+  rc.write_outputs(out_dir, result, tables)
 
 
 if __name__ == "__main__":

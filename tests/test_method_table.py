@@ -44,6 +44,35 @@ def test_a_method_below_the_bar_gets_its_explanation_with_its_numbers_or_is_flag
   assert notes[1] == "dcl gains 1.00 points over the random-init encoder, below 2: not explained yet (open)."
 
 
+def test_plan_with_per_method_seeds():
+  ap = argparse.ArgumentParser()
+  args = argparse.Namespace(seeds=[0], headline_seeds=[0, 1],
+                            method_seeds=mt.method_seeds(["directpred=0,1,2", "byol=0,1,2"], ap))
+  plan = mt.plan_runs(["simclr", "byol", "directpred", "dcl"], args)
+  assert plan == [("simclr", 0), ("byol", 0), ("directpred", 0), ("dcl", 0), ("simclr", 1), ("byol", 1),
+                  ("directpred", 1), ("byol", 2), ("directpred", 2)]
+  for bad in ("directpred", "nosuch=0,1", "byol=0,x"):
+    with pytest.raises(SystemExit):
+      mt.method_seeds([bad], ap)
+
+
+def test_paired_comparison_rule():
+  rows = [_row("directpred", s, lin, 83.0) for s, lin in ((0, 87.2), (1, 86.9), (2, 87.0))]
+  rows += [_row("byol", s, lin, 83.0) for s, lin in ((0, 86.0), (1, 86.2), (2, 86.1))]
+  p = mt.paired_comparisons(rows)["directpred_minus_byol"]
+  assert p["seeds"] == [0, 1, 2] and p["diffs"] == pytest.approx([1.2, 0.7, 0.9])
+  assert p["mean"] == pytest.approx(0.9333, abs=1e-4) and p["result"] == "first ahead"
+  assert not p["within_equivalence_margin"]          # 0.93 + 2 x 0.25 > 1
+  rows[3]["linear_probe"] = 87.3                     # seed 0: byol ahead: no single sign
+  p = mt.paired_comparisons(rows)["directpred_minus_byol"]
+  assert p["result"] == "tie" and not p["within_equivalence_margin"]
+  close = [_row("directpred", s, 87.0 + d, 83.0) for s, d in ((0, 0.1), (1, -0.1), (2, 0.05))]
+  close += [_row("byol", s, 87.0, 83.0) for s in (0, 1, 2)]
+  p = mt.paired_comparisons(close)["directpred_minus_byol"]
+  assert p["result"] == "tie" and p["within_equivalence_margin"]     # |0.017| + 2 x 0.10 < 1
+  assert mt.paired_comparisons(close[:1] + close[3:4]) == {}          # one common seed: no comparison
+
+
 def test_an_interrupted_run_stops_the_script_with_a_resume_message(tmp_path, monkeypatch):
   """SIGTERM during a table run: the run saved its checkpoint; run_one must stop the script
   cleanly (no KeyError on the missing evaluation, no row written for the unfinished run)."""
