@@ -247,6 +247,8 @@ def status_expectations() -> dict[str, list[float]]:
   nc = {(r["method"], r["ema"]): r for r in load("noncontrastive")["rows"] if r["part"] == "ema"}
   ncl = {(r["method"], r["ema"]): r for r in load("noncontrastive_long")["rows"]}
   wd = {(r["kind"], r["weight_decay"]): r for r in load("noncontrastive")["rows"] if r["part"] == "wd"}
+  methods = load("methods")
+  paired = methods["paired"]["directpred_minus_byol"]
   hal = load("dynamics/halvagal")
   tr = hal["trajectories_1500_steps_lr0.01"]
   w05 = hal["weight_decay_0.5"]
@@ -316,7 +318,9 @@ def status_expectations() -> dict[str, list[float]]:
              we["threshold"], max(abs(p) for p in we["integrated_p_final"]["eta=0.194"].values()), 0.194,
              100 * pd["ode_vs_closed_form_agreement"], *pd["grid"], 100 * pd["network_vs_closed_form_agreement"],
              *pd["network_grid"], max(i["max_rel_err_ode"] for i in inv), max(i["max_rel_err_network"] for i in inv)],
-      "D2": [300, nc[("directpred", True)]["linear_probe"], nc[("byol", True)]["linear_probe"]],
+      "D2": [3000, 256, *({r["method"]: r for r in methods["summary"]}[m]["linear_probe"][k] for m in ("directpred", "byol") for k in ("mean", "sd")),
+             *paired["diffs"], paired["mean"], paired["sd"],
+             1, 300, nc[("directpred", True)]["linear_probe"], nc[("byol", True)]["linear_probe"]],
       "E1": [nc[("isoloss", False)]["linear_probe"], nc[("directpred", False)]["linear_probe"], 300,
              ncl[("isoloss", False)]["linear_probe"], ncl[("directpred", False)]["linear_probe"], 1000,
              nc[("isoloss", False)]["effective_rank_z"], nc[("directpred", False)]["effective_rank_z"],
@@ -358,6 +362,8 @@ def verdict_expectations() -> dict[str, list[float]]:
       "B3": [len(margins), len(_dhel_margins()), *margins, 0.5],
       "C2": [*(load("dimensional_collapse_seeded")["claims"]["seeded_mlp_erank_fraction_r_minus_z"][k]
                for k in ("mean", "sd")), 2],
+      "D2": [2, 2, (lambda p: abs(p["mean"]) + 2 * p["sd"])(load("methods")["paired"]["directpred_minus_byol"]),
+             load("methods")["paired"]["directpred_minus_byol"]["equivalence_margin"]],
       "C4": [2, 1, {r["variant"]: r for r in load("dimensional_collapse_2000")["rows"]}["linear"]["linear_probe"], 2000, 30],
       "B5": [len(load("dynamics/hem")["minimisers"]), len(load("dynamics/hem")["minimisers"]["icosahedron"]["losses"])] * 2,
       "E2": [10, *(100 * w["cosine"] for w in widths), *(w["d_out"] for w in widths)],
