@@ -23,6 +23,11 @@ d_KCL(s) < d_NT-Xent(s) for every seed; "mixed" when one of the two holds for ev
 The same rule under the "images" budget is reported beside it (not the verdict), and the
 paired differences d_NT-Xent(s) − d_L(s) with their mean ± sd (ddof 1).
 
+The same runs also test, per batch size, the paper's other two claims against NT-Xent: DHEL and
+KCL have the higher effective rank of z, and DHEL the better probe. For each robust loss L,
+batch b and metric m: the paired differences m(L, b, s) − m(NT-Xent, b, s) over the seeds, and
+rc.paired_order's result ("first ahead": L ahead in every seed with |mean| > 2 sd; else "tie").
+
     python experiments/batch_size_robustness.py --out runs/batch_size_robustness
         [--steps 600] [--batches 32,256] [--seeds 0,1,2] [--losses nt_xent,dhel,kcl] [--budgets steps,images]
         [--probe-epochs 10] [--quick] [--replot]
@@ -89,6 +94,20 @@ def rule(drop: Mapping[str, Mapping[int, float]], seeds: Sequence[int]) -> dict[
   return out
 
 
+def versus_base(runs: Sequence[Mapping[str, Any]], budget: str, batches: Sequence[int], seeds: Sequence[int]
+                ) -> dict[str, dict[str, dict[str, Any]]]:
+  """{f"{L}_b{b}": {metric: rc.paired([metric(L, b, s) − metric(NT-Xent, b, s) for s in seeds])}}
+  for the robust losses L and `batches` (cells where every seed finished for both losses)."""
+  by = {(r["loss"], r["batch"], r["seed"]): r for r in runs if budget in r["budgets"]}
+  out: dict[str, dict[str, dict[str, Any]]] = {}
+  for loss in ROBUST:
+    for b in batches:
+      if all((loss, b, s) in by and (BASE, b, s) in by for s in seeds):
+        out[f"{loss}_b{b}"] = {m: rc.paired([by[(loss, b, s)][m] - by[(BASE, b, s)][m] for s in seeds])
+                               for m in ("effective_rank_z", "linear_probe")}
+  return out
+
+
 def summarise(result: Mapping[str, Any]) -> dict[str, Any]:
   runs, seeds, batches = result["runs"], result["seeds"], result["batches"]
   summary: dict[str, Any] = {}
@@ -101,7 +120,8 @@ def summarise(result: Mapping[str, Any]) -> dict[str, Any]:
         per_cell[f"{loss}_b{b}"] = {m: rc.mean_sd([r[m] for r in sel]) for m in METRICS}
     summary[budget] = {"drop": {k: {str(s): v for s, v in per.items()} for k, per in d.items()},
                        "drop_mean_sd": {k: rc.mean_sd(list(per.values())) for k, per in d.items()},
-                       "cells": per_cell, "rule": rule(d, seeds)}
+                       "cells": per_cell, "rule": rule(d, seeds),
+                       "versus_nt_xent": versus_base(runs, budget, batches, seeds)}
   summary["verdict"] = summary["steps"]["rule"]["verdict"] if "steps" in summary else "not run"
   return summary
 
@@ -133,6 +153,18 @@ def table_lines(result: Mapping[str, Any]) -> list[str]:
       lines.append(f"| {budget} | {LABELS[loss]} | {', '.join(f'{per[str(x)]:+.2f}' for x in result['seeds'])} | "
                    f"{rc.pm(sb['drop_mean_sd'][loss])} | {rc.pm(r) if r else '–'} | "
                    f"{rc.fmt(r['smaller_drop_every_seed']) if r else '–'} |")
+  lines += ["", "Each robust loss against NT-Xent at the same batch size, paired by seed (this loss − NT-Xent; "
+            "ahead: one sign in every seed and |mean| > 2 sd):", "",
+            "| budget | loss | batch | eff. rank z, per seed | mean ± sd | result | linear probe, per seed | "
+            "mean ± sd | result |", "|---|---|---|---|---|---|---|---|---|"]
+  for budget in result.get("budgets", BUDGETS):
+    for key, v in s[budget].get("versus_nt_xent", {}).items():
+      loss, b = key.rsplit("_b", 1)
+      e, p = v["effective_rank_z"], v["linear_probe"]
+      lines.append(f"| {budget} | {LABELS[loss]} | {b} | {', '.join(f'{d:+.2f}' for d in e['diffs'])} | {rc.pm(e)} | "
+                   f"{e['result'].replace('first', LABELS[loss]).replace('second', 'NT-Xent')} | "
+                   f"{', '.join(f'{d:+.2f}' for d in p['diffs'])} | {rc.pm(p)} | "
+                   f"{p['result'].replace('first', LABELS[loss]).replace('second', 'NT-Xent')} |")
   images = (f"; under equal images seen the same rule gives {s['images']['rule']['verdict']}" if "images" in s
             else "; the equal-images budget was not run")
   lines += ["", f"**Verdict (equal steps): {s['verdict']}**{images} (rule: DHEL's and KCL's drop smaller than "
@@ -143,6 +175,10 @@ def table_lines(result: Mapping[str, Any]) -> list[str]:
 def write_outputs(result: dict, out: str) -> None:
   result["summary"] = summarise(result)
   result["claims"] = {"verdict_equal_steps": result["summary"]["verdict"]}
+  for budget in result.get("budgets", BUDGETS):
+    for key, v in result["summary"][budget]["versus_nt_xent"].items():
+      for m, st in v.items():
+        result["claims"][f"{budget}_{key}_{m}_minus_nt_xent"] = st["result"]
   if "images" in result["summary"]:
     result["claims"]["verdict_equal_images"] = result["summary"]["images"]["rule"]["verdict"]
   rc.write_outputs(out, result, [("NT-Xent vs DHEL vs KCL: batch-size robustness, seeded", table_lines(result))])

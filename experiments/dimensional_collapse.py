@@ -43,7 +43,7 @@ that spectrum are reported per seed and as mean ± sd, and the claims are per se
   seeded_erank_r_none_below_<v>: effective rank of r (test set, float64) lower without a
       projector in every seed;
   accuracy MLP vs DirectCLR: the paired difference probe(MLP, s) − probe(DirectCLR, s); a
-      "tie" unless it has one sign in every seed and |mean| > 2 sd (ddof 1);
+      "tie" unless it has one sign in every seed and |mean| > 2 sd (ddof 1; rc.paired_order);
   seeded_mlp_erank_fraction_r_minus_z: with the MLP projector, the effective rank of r as a
       fraction of its dimension minus that of z (the evaluation's effective ranks, test set),
       per seed, with the same tie rule: "first ahead" is z collapsing more than r, relative to
@@ -187,16 +187,6 @@ def test_set_spectrum(workdir: str, *, max_images: int | None = None) -> dict:
           "effective_rank_r": entropy_effective_rank(eig)}
 
 
-def tie_or_order(diffs) -> str:
-  """"tie" unless the paired differences have one sign in every seed and |mean| > 2 sd (ddof 1);
-  then "first ahead" / "second ahead"."""
-  st = rc.mean_sd(diffs)
-  one_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
-  if one_sign and rc.all_finite(st["mean"], st["sd"]) and abs(st["mean"]) > 2 * st["sd"]:
-    return "first ahead" if st["mean"] > 0 else "second ahead"
-  return "tie"
-
-
 def seeded_claims(rows: list[dict], seeds) -> dict:
   """The per-seed claims of the docstring from rows {variant, seed, test: test_set_spectrum, ...}."""
   by = {(r["variant"], r["seed"]): r for r in rows}
@@ -216,14 +206,14 @@ def seeded_claims(rows: list[dict], seeds) -> dict:
           by[("none", s)]["test"]["effective_rank_r"] < by[(v, s)]["test"]["effective_rank_r"] for s in seeds)
   if {"mlp", "directclr"} <= set(variants):
     diffs = [by[("mlp", s)]["linear_probe"] - by[("directclr", s)]["linear_probe"] for s in seeds]
-    out["accuracy_mlp_minus_directclr"] = {"diffs": diffs, **rc.mean_sd(diffs), "result": tie_or_order(diffs)}
+    out["accuracy_mlp_minus_directclr"] = rc.paired(diffs)
   for v in [x for x in ("mlp", "linear", "directclr") if x in variants and "none" in variants]:
     diffs = [by[(v, s)]["linear_probe"] - by[("none", s)]["linear_probe"] for s in seeds]
-    out[f"accuracy_{v}_minus_none"] = {"diffs": diffs, **rc.mean_sd(diffs), "result": tie_or_order(diffs)}
+    out[f"accuracy_{v}_minus_none"] = rc.paired(diffs)
   if "mlp" in variants and all("dim_z" in by[("mlp", s)] for s in seeds):
     diffs = [by[("mlp", s)]["effective_rank_r"] / by[("mlp", s)]["dim_r"]
              - by[("mlp", s)]["effective_rank_z"] / by[("mlp", s)]["dim_z"] for s in seeds]
-    out["seeded_mlp_erank_fraction_r_minus_z"] = {"diffs": diffs, **rc.mean_sd(diffs), "result": tie_or_order(diffs)}
+    out["seeded_mlp_erank_fraction_r_minus_z"] = rc.paired(diffs)
   return out
 
 

@@ -155,11 +155,9 @@ def paired_comparisons(rows: list[dict]) -> dict[str, dict]:
     if len(seeds) < 2:
       continue
     diffs = [by[(first, s)]["linear_probe"] - by[(second, s)]["linear_probe"] for s in seeds]
-    st = rc.mean_sd(diffs)
-    ordered = (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)) and abs(st["mean"]) > 2 * st["sd"]
+    st = rc.paired(diffs)
     out[f"{first}_minus_{second}"] = {
-        "seeds": seeds, "diffs": diffs, **st,
-        "result": ("first ahead" if st["mean"] > 0 else "second ahead") if ordered else "tie",
+        "seeds": seeds, **st,
         "within_equivalence_margin": bool(abs(st["mean"]) + 2 * st["sd"] < EQUIVALENCE_MARGIN),
         "equivalence_margin": EQUIVALENCE_MARGIN}
   return out

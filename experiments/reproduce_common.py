@@ -300,6 +300,23 @@ def mean_sd(values: Sequence[float]) -> dict[str, float]:
           "sd": statistics.stdev(v) if ok and len(v) >= 2 else math.nan}
 
 
+def paired_order(diffs: Sequence[float]) -> str:
+  """The reproductions' rule for paired per-seed differences d_s = first(s) − second(s):
+  "first ahead" / "second ahead" when every d_s has one sign and |mean| > 2 sd (ddof 1),
+  "tie" otherwise (and for a non-finite difference, or fewer than 2 seeds)."""
+  st = mean_sd(diffs)
+  one_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
+  if one_sign and all_finite(st["mean"], st["sd"]) and abs(st["mean"]) > 2 * st["sd"]:
+    return "first ahead" if st["mean"] > 0 else "second ahead"
+  return "tie"
+
+
+def paired(diffs: Sequence[float]) -> dict[str, Any]:
+  """{"diffs", "mean", "sd", "result": paired_order(diffs)}."""
+  diffs = [float(d) for d in diffs]
+  return {"diffs": diffs, **mean_sd(diffs), "result": paired_order(diffs)}
+
+
 def pm(stat: Mapping[str, float], digits: int = 2) -> str:
   """"mean ± sd" of a `mean_sd` dict ("mean" alone when sd is NaN, "nan" when mean is)."""
   if not math.isfinite(stat["mean"]):

@@ -229,6 +229,12 @@ def status_expectations() -> dict[str, list[float]]:
   kor = load("contrastive_batch_size")["claims"]
   losses = ("dhel", "kcl", "nt_xent", "dcl")
   margins = _dhel_margins()
+  bsr_seeds = load("batch_size_robustness")["seeds"]
+  versus = load("batch_size_robustness")["summary"]["steps"]["versus_nt_xent"]
+
+  def erank_vs(loss: str, batch: int) -> list[float]:
+    return [versus[f"{loss}_b{batch}"]["effective_rank_z"][k] for k in ("mean", "sd")]
+
   hem = load("dynamics/hem")
   bs = hem["batch_size"]
   mins = hem["minimisers"]
@@ -287,8 +293,11 @@ def status_expectations() -> dict[str, list[float]]:
       "B1": [600, 256, 32, *(x for loss in ("nt_xent", "dhel", "kcl")
                               for x in (*(bsr["drop"][loss][str(s)] for s in (0, 1, 2)),
                                         bsr["drop_mean_sd"][loss]["mean"], bsr["drop_mean_sd"][loss]["sd"]))],
-      "B2": [*(kor["mean_erank_z"][x] for x in losses), len(margins)],
-      "B3": [sum(m > 0 for m in margins.values()), len(margins),
+      "B2": [600, *bsr_seeds, *erank_vs("dhel", 32), 32, *erank_vs("dhel", 256), 256, *erank_vs("kcl", 32),
+             *erank_vs("kcl", 256), 1, *(kor["mean_erank_z"][x] for x in losses), len(margins)],
+      "B3": [*(x for b in (32, 256) for x in (*versus[f"dhel_b{b}"]["linear_probe"]["diffs"],
+                                              *(versus[f"dhel_b{b}"]["linear_probe"][k] for k in ("mean", "sd")), b)),
+             1, sum(m > 0 for m in margins.values()), len(margins),
              *(v for b in (32, 64, 128, 256) for v in (b, margins[(b, 0)], margins[(b, 1)])), 0.1, 0.5],
       "B4": [*bs["kcl"]["mean"], *bs["M"], bs["kcl_population"], bs["info_nce"]["mean"][0], bs["info_nce"]["mean"][-1],
              bs["dhel_paper"]["mean"][0], bs["dhel_paper"]["mean"][-1]],
@@ -359,7 +368,7 @@ def verdict_expectations() -> dict[str, list[float]]:
                for k in ("mean", "sd")), 0.5],
       "B1": [x for loss in ("dhel", "kcl") for x in (load("batch_size_robustness")["summary"]["steps"]["rule"][loss]["mean"],
                                                     load("batch_size_robustness")["summary"]["steps"]["rule"][loss]["sd"])],
-      "B3": [len(margins), len(_dhel_margins()), *margins, 0.5],
+      "B3": [3, 2, 1.1, 1.4, len(margins), len(_dhel_margins()), *margins, 0.5],
       "C2": [*(load("dimensional_collapse_seeded")["claims"]["seeded_mlp_erank_fraction_r_minus_z"][k]
                for k in ("mean", "sd")), 2],
       "D2": [2, 2, (lambda p: abs(p["mean"]) + 2 * p["sd"])(load("methods")["paired"]["directpred_minus_byol"]),

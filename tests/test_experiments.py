@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import isoloss_vs_directpred as ivd  # noqa: E402
 import label_free_selection  # noqa: E402
 import noncontrastive  # noqa: E402
+import reproduce_common as rc  # noqa: E402
 
 
 def _row(kind, wd, norm, erank, acc):
@@ -294,6 +295,30 @@ def test_batch_size_robustness_rule_on_hand_made_numbers():
   assert bsr.budget_steps("images", 32, 600, [32, 256]) == 4800 and bsr.budget_steps("steps", 32, 600, [32, 256]) == 600
 
 
+def test_batch_size_robustness_versus_nt_xent_on_hand_made_numbers():
+  """B2/B3 from B1's runs: each robust loss − NT-Xent at one batch size, paired by seed."""
+  import batch_size_robustness as bsr
+
+  def run(loss, b, seed, erank, acc):
+    return {"loss": loss, "batch": b, "seed": seed, "effective_rank_z": erank, "linear_probe": acc,
+            "budgets": ["steps"]}
+  runs = []
+  for s in (0, 1, 2):
+    runs += [run("nt_xent", 32, s, 40.0 + s, 80.0), run("dhel", 32, s, 50.0 + 2 * s, 80.0 + (0.1, 0.9, -0.2)[s]),
+             run("kcl", 32, s, 60.0, 81.0 + 0.1 * s)]
+  v = bsr.versus_base(runs, "steps", [32, 256], [0, 1, 2])
+  assert sorted(v) == ["dhel_b32", "kcl_b32"]          # batch 256 has no runs: no cell
+  assert v["dhel_b32"]["effective_rank_z"]["diffs"] == pytest.approx([10.0, 11.0, 12.0])
+  assert v["dhel_b32"]["effective_rank_z"]["mean"] == pytest.approx(11.0)
+  assert v["dhel_b32"]["effective_rank_z"]["sd"] == pytest.approx(1.0)
+  assert v["dhel_b32"]["effective_rank_z"]["result"] == "first ahead"
+  assert v["dhel_b32"]["linear_probe"]["result"] == "tie"            # signs +, +, −
+  assert v["kcl_b32"]["effective_rank_z"]["diffs"] == pytest.approx([20.0, 19.0, 18.0])
+  assert v["kcl_b32"]["linear_probe"]["result"] == "first ahead"     # 1.0, 1.1, 1.2: mean 1.1 > 2 × 0.1
+  runs.pop()                                                          # kcl seed 2 missing: no KCL cell
+  assert sorted(bsr.versus_base(runs, "steps", [32, 256], [0, 1, 2])) == ["dhel_b32"]
+
+
 def test_batch_size_robustness_quick_path_end_to_end(tmp_path, monkeypatch):
   """`batch_size_robustness.py --quick` (2 losses, 2 seeds, batch 16 vs 32, both budgets) on a fake
   Fashion-MNIST: the largest batch's run is shared by the two budgets, the per-seed drops in the
@@ -350,8 +375,8 @@ def test_dimensional_collapse_test_set_spectrum_and_counts_match_numpy():
       dc.entropy_effective_rank(eig), rel=1e-4)
   with pytest.raises(ValueError, match="not all finite"):
     dc.normalized_centred_spectrum(np.full((4, 2), np.nan))
-  assert dc.tie_or_order([1.0, 1.2, 0.9]) == "first ahead" and dc.tie_or_order([-1.0, 0.5, 0.2]) == "tie"
-  assert dc.tie_or_order([-3.0, -3.1, -2.9]) == "second ahead" and dc.tie_or_order([0.1, 3.0, 0.1]) == "tie"
+  assert rc.paired_order([1.0, 1.2, 0.9]) == "first ahead" and rc.paired_order([-1.0, 0.5, 0.2]) == "tie"
+  assert rc.paired_order([-3.0, -3.1, -2.9]) == "second ahead" and rc.paired_order([0.1, 3.0, 0.1]) == "tie"
 
 
 def test_dimensional_collapse_seeded_quick_path_end_to_end(tmp_path, monkeypatch):
