@@ -51,7 +51,12 @@ dimensional collapse), cosine_accuracy_above_l2_at_max_wd.
     python experiments/noncontrastive.py --out runs/noncontrastive [--steps 300] [--batch 256]
         [--probe-epochs 30] [--parts ema,wd] [--methods byol,simsiam,directpred,directcopy,isoloss]
         [--weight-decays 1,3,10,30,100] [--wd-method simsiam] [--wd-optim sgd] [--wd-lr 1e-4]
-        [--quick]
+        [--wd-seeds 0] [--quick]
+
+With several --wd-seeds (e.g. `--parts wd --wd-seeds 0,1,2`) the wd part runs one sweep per loss
+form and seed (config.seed: initial parameters, data order, augmentations), and results.json gets
+"wd_seeded": each cell's mean ± sd, the claims per seed and whether each holds in every seed, and
+the paired probe difference cosine − L2 at the largest weight decay; the figure plots the means.
 
 Writes results.json, table.md, erank_vs_step.png, spectra.png and weight_decay.png to --out.
 """
@@ -137,18 +142,60 @@ NORM_COLLAPSE_RATIO = 1e-3
 
 
 def run_wd(args) -> list[dict]:
+  """One weight-decay sweep per loss form and seed of --wd-seeds (rows carry "seed")."""
   rows = []
-  for kind in ("l2", "cosine"):
-    over = {"loss.kind": kind, "optim.name": args.wd_optim, "train.nonfinite_policy": "skip",
-            "optim.lr": args.wd_lr}
-    cfg = rc.make_config(args.wd_method, args, **over)
-    wd = os.path.join(args.out, "wd", f"{args.wd_method}_{kind}")
-    sel = rc.run_sweep(cfg, wd, "optim.weight_decay", args.weight_decays, key="weight_decay",
-                       method=args.wd_method, kind=kind, optim=args.wd_optim, lr=float(cfg.optim.lr))
-    for r in classify_collapse(sel):
-      r["nonfinite_logged_steps"] = rc.nonfinite_logged(r["workdir"], r["member"])
-      rows.append(r)
+  for seed in args.wd_seeds:
+    for kind in ("l2", "cosine"):
+      over = {"loss.kind": kind, "optim.name": args.wd_optim, "train.nonfinite_policy": "skip",
+              "optim.lr": args.wd_lr, "seed": seed}
+      cfg = rc.make_config(args.wd_method, args, **over)
+      # seed 0 keeps the single-seed layout of the committed results (its workdirs are reused)
+      wd = os.path.join(args.out, "wd", f"{args.wd_method}_{kind}" + (f"_seed{seed}" if seed else ""))
+      sel = rc.run_sweep(cfg, wd, "optim.weight_decay", args.weight_decays, key="weight_decay",
+                         method=args.wd_method, kind=kind, optim=args.wd_optim, lr=float(cfg.optim.lr), seed=seed)
+      for r in classify_collapse(sel):
+        r["nonfinite_logged_steps"] = rc.nonfinite_logged(r["workdir"], r["member"])
+        rows.append(r)
   return rows
+
+
+WD_SEEDED_METRICS = ("linear_probe", "effective_rank_z", "norm_z")
+
+
+def wd_seeded_summary(rows: list[dict], seeds: list[int]) -> dict:
+  """Over the seeds of the weight-decay part: each (loss form, weight decay) cell's mean ± sd of
+  WD_SEEDED_METRICS; wd_claims per seed, and for each yes/no claim whether it holds in every seed;
+  the paired probe difference cosine − L2 at the largest weight decay (rc.paired)."""
+  per_seed = {str(s): wd_claims([r for r in rows if r["seed"] == s]) for s in seeds}
+  cells = {}
+  for kind, sel in _by_kind(rows).items():
+    for w in sorted({r["weight_decay"] for r in sel}):
+      members = [r for r in sel if r["weight_decay"] == w]
+      cells[f"{kind}_wd{w:g}"] = {"kind": kind, "weight_decay": w, "seeds": sorted(r["seed"] for r in members),
+                                  **{m: rc.mean_sd([r[m] for r in members]) for m in WD_SEEDED_METRICS}}
+  flags = sorted({k for c in per_seed.values() for k, v in c.items() if isinstance(v, bool)})
+  every = {k: all(per_seed[str(s)].get(k) is True for s in seeds) for k in flags}
+  top = max(r["weight_decay"] for r in rows)
+  at_top = {(r["kind"], r["seed"]): r["linear_probe"] for r in rows if r["weight_decay"] == top}
+  paired = rc.paired([at_top[("cosine", s)] - at_top[("l2", s)] for s in seeds
+                      if ("cosine", s) in at_top and ("l2", s) in at_top])
+  return {"seeds": list(seeds), "cells": cells, "per_seed_claims": per_seed, "holds_every_seed": every,
+          "max_weight_decay": top, "probe_cosine_minus_l2_at_max_wd": paired}
+
+
+def wd_seeded_table(summary: dict) -> list[str]:
+  lines = ["| loss | weight decay | seeds | linear probe (%) | eff. rank z | RMS norm z |", "|---|---|---|---|---|---|"]
+  for c in summary["cells"].values():
+    lines.append(f"| {c['kind']} | {c['weight_decay']:g} | {','.join(map(str, c['seeds']))} | "
+                 f"{rc.pm(c['linear_probe'])} | {rc.pm(c['effective_rank_z'])} | "
+                 f"{c['norm_z']['mean']:.3g} ± {c['norm_z']['sd']:.2g} |")
+  p = summary["probe_cosine_minus_l2_at_max_wd"]
+  lines += ["", "| claim | holds in every seed |", "|---|---|"]
+  lines += [f"| {k} | {rc.fmt(v)} |" for k, v in summary["holds_every_seed"].items()]
+  result = p["result"].replace("first", "cosine").replace("second", "L2")
+  lines += ["", f"Linear probe, cosine − L2 at weight decay {summary['max_weight_decay']:g}, per seed "
+            f"{', '.join(f'{d:+.2f}' for d in p['diffs'])}: {rc.pm(p)} ({result})."]
+  return lines
 
 
 def classify_collapse(sel: list[dict]) -> list[dict]:
@@ -208,8 +255,12 @@ def main(argv=None):
   ap.add_argument("--wd-optim", choices=("sgd", "adamw", "lars"), default="sgd")
   ap.add_argument("--wd-lr", type=float, default=1e-4,
                   help="peak lr of the wd part, both loss forms (the summed L2 loss diverges at 1e-2)")
+  ap.add_argument("--wd-seeds", type=rc.ints, default=[0],
+                  help="config.seed values of the wd part (default 0; several: mean ± sd and per-seed claims)")
   args = ap.parse_args(argv)
   rc.apply_quick(args)
+  if len(set(args.wd_seeds)) != len(args.wd_seeds) or not args.wd_seeds:
+    ap.error(f"--wd-seeds: give distinct seeds, got {args.wd_seeds}")
   args.methods = [m for m in args.methods.split(",") if m]
   parts = {p for p in args.parts.split(",") if p}
   if parts - {"ema", "wd"}:
@@ -230,8 +281,17 @@ def main(argv=None):
   if "wd" in parts:
     rows = run_wd(args)
     result["rows"] += [{"part": "wd", **r} for r in rows]
-    result["claims"]["wd"] = wd_claims(rows)
-    plot_wd(rows, os.path.join(args.out, "weight_decay.png"), args.wd_method)
+    if len(args.wd_seeds) == 1:
+      result["claims"]["wd"] = wd_claims(rows)
+      plot_wd(rows, os.path.join(args.out, "weight_decay.png"), args.wd_method)
+    else:
+      result["wd_seeded"] = wd_seeded_summary(rows, args.wd_seeds)
+      result["claims"]["wd"] = result["wd_seeded"]["holds_every_seed"]
+      means = [{"kind": c["kind"], "weight_decay": c["weight_decay"], **{m: c[m]["mean"] for m in WD_SEEDED_METRICS}}
+               for c in result["wd_seeded"]["cells"].values()]
+      plot_wd(means, os.path.join(args.out, "weight_decay.png"), args.wd_method)
+      tables.append((f"L2 vs cosine loss under weight decay, mean ± sd over seeds {args.wd_seeds}",
+                     wd_seeded_table(result["wd_seeded"])))
     tables.append(("L2 vs cosine loss under weight decay", rc.markdown_table(
         rows, [("method", "method"), ("kind", "loss"), ("optim", "optim"), ("weight_decay", "weight decay")]
         + rc.METRIC_COLUMNS[:3] + [("norm_z", "RMS norm z"), ("norm_collapsed", "norm collapse"),

@@ -58,6 +58,32 @@ def test_weight_decay_collapse_kinds_and_claims():
                     "cosine_accuracy_above_l2_at_max_wd": True}
 
 
+def test_weight_decay_seeded_summary_on_hand_made_rows():
+  """--wd-seeds: per-cell mean ± sd over seeds, the claims per seed and in every seed, and the
+  paired cosine − L2 probe at the largest weight decay."""
+  rows = []
+  for seed, (top_norm, cos_erank, cos_acc) in enumerate([(1e-7, 1.3, 60.0), (1e-8, 4.0, 72.0), (2e-7, 1.1, 58.0)]):
+    l2 = noncontrastive.classify_collapse([_row("l2", 1.0, 10.0 + seed, 50.0, 80.0),
+                                           _row("l2", 100.0, top_norm, 40.0, 70.0 - seed)])
+    cos = noncontrastive.classify_collapse([_row("cosine", 1.0, 7.0, 90.0, 82.0),
+                                            _row("cosine", 100.0, 0.2, cos_erank, cos_acc)])
+    rows += [{**r, "seed": seed} for r in l2 + cos]
+  s = noncontrastive.wd_seeded_summary(rows, [0, 1, 2])
+  assert s["cells"]["l2_wd1"]["norm_z"]["mean"] == pytest.approx(11.0)
+  assert s["cells"]["l2_wd1"]["norm_z"]["sd"] == pytest.approx(1.0)
+  assert s["cells"]["cosine_wd100"]["seeds"] == [0, 1, 2]
+  assert s["per_seed_claims"]["1"]["cosine_dimensional_collapse_wd"] is None     # erank 4.0 ≥ 2 in seed 1
+  assert s["per_seed_claims"]["0"]["cosine_dimensional_collapse_wd"] == 100.0
+  assert s["holds_every_seed"]["l2_norm_collapses_at_max_wd"] is True
+  assert s["holds_every_seed"]["cosine_norm_survives_max_wd"] is True
+  # cosine probe at wd 100: 60, 72, 58 vs L2 70, 69, 68 -> −10, +3, −10: not one sign, a tie
+  assert s["holds_every_seed"]["cosine_accuracy_above_l2_at_max_wd"] is False
+  assert s["probe_cosine_minus_l2_at_max_wd"]["diffs"] == pytest.approx([-10.0, 3.0, -10.0])
+  assert s["probe_cosine_minus_l2_at_max_wd"]["result"] == "tie"
+  table = "\n".join(noncontrastive.wd_seeded_table(s))
+  assert "| l2 | 100 | 0,1,2 |" in table and "−10.00, +3.00, −10.00" not in table and "-10.00, +3.00, -10.00" in table
+
+
 def test_weight_decay_collapse_with_missing_norms_is_never_claimed():
   # Evaluations without a norm (NaN, e.g. a diverged member) cannot count as a collapse to zero.
   rows = noncontrastive.classify_collapse([_row("l2", 1.0, math.nan, 50.0, math.nan),
