@@ -294,6 +294,7 @@ def main(argv=None):
                      wd_seeded_table(result["wd_seeded"])))
     tables.append(("L2 vs cosine loss under weight decay", rc.markdown_table(
         rows, [("method", "method"), ("kind", "loss"), ("optim", "optim"), ("weight_decay", "weight decay")]
+        + ([("seed", "seed")] if len(args.wd_seeds) > 1 else [])
         + rc.METRIC_COLUMNS[:3] + [("norm_z", "RMS norm z"), ("norm_collapsed", "norm collapse"),
                                    ("dim_collapsed", "dim. collapse"), ("nonfinite_logged_steps", "non-finite logged")])))
   result["seconds"] = time.time() - t0
