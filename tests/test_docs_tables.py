@@ -110,24 +110,15 @@ def test_main_job_table_equals_eval_json():
       check_cell(cell, rec[key], f"main job {name} {key}")
 
 
-TEMPERATURE_HEADER = ["loss", "τ", "linear probe (%)", "kNN-200 (%)", "uniformity −L_unif", "tolerance",
-                      "eff. rank z", "eff. rank r"]
-TEMPERATURE_KEYS = ("linear_probe", "knn_200", "uniformity_z", "tolerance_z", "effective_rank_z", "effective_rank_r")
-
-
-def test_temperature_table():
+def test_temperature_tables_equal_the_scripts_tables_of_results_json():
+  """The seeded sweep: docs/results.md shows temperature_sweep.py's tables of the committed JSON,
+  whose summary is the script's summary of its per-seed rows."""
+  ts = _experiment("temperature_sweep")
   res = load("temperature")
-  rows = one_table(results_md(), TEMPERATURE_HEADER)
-  assert len(rows) == len(res["rows"]) + 1
-  for loss, tau, *cells in rows:
-    if loss == "simple":
-      assert tau == "–"
-      rec = res["simple"]
-    else:
-      assert loss == "NT-Xent"
-      (rec,) = [r for r in res["rows"] if float(tau) == r["temperature"]]
-    for cell, key in zip(cells, TEMPERATURE_KEYS):
-      check_cell(cell, rec[key], f"temperature {loss} {tau} {key}")
+  assert res["seeds"] == [0, 1, 2] and res["steps"] == 500
+  assert {(r["seed"], r["temperature"]) for r in res["rows"]} == {(s, t) for s in (0, 1, 2) for t in ts.TEMPERATURES}
+  assert res["summary"] == json.loads(json.dumps(ts.summarise(res)))
+  _tables_in_docs_equal(ts.table_lines(res), "temperature")
 
 
 JING_HEADER = ["steps", "variant", "projector", "linear probe (%)", "kNN-200 (%)", "eff. rank z", "eff. rank r",
@@ -223,9 +214,15 @@ def _dhel_margins() -> dict[tuple[int, int], float]:
 def status_expectations() -> dict[str, list[float]]:
   """Row id -> the numbers its jaxssl cell must show, from the committed results.json files."""
   t = load("temperature")
-  tau = {r["temperature"]: r for r in t["rows"]}
+  t_claims = t["summary"]["claims"]
   taus = (0.1, 0.2, 0.5, 1.0)
-  simple = t["simple"]
+  simple = t["summary"]["simple"]
+
+  def ms(stat: dict) -> list[float]:
+    return [stat["mean"], stat["sd"]]
+
+  def cell(tau: float, key: str) -> list[float]:
+    return ms(t["summary"]["cells"][f"{tau:g}"][key])
   kor = load("contrastive_batch_size")["claims"]
   losses = ("dhel", "kcl", "nt_xent", "dcl")
   margins = _dhel_margins()
@@ -281,12 +278,15 @@ def status_expectations() -> dict[str, list[float]]:
   def seeded_counts(variant: str) -> list[float]:
     return [x for t in thresholds for x in seeded_stat(variant, f"test_collapsed_r_{t:g}")]
   return {
-      "A1": [*(tau[x]["uniformity_z"] for x in taus), 0.1, 1.0, tau[0.07]["uniformity_z"], 0.07],
-      "A2": [*(tau[x]["tolerance_z"] for x in taus), 0.1, 1.0, tau[0.07]["tolerance_z"], 0.07],
-      "A3": [tau[0.1]["linear_probe"], 0.1, tau[0.07]["linear_probe"], 0.07, tau[1.0]["linear_probe"], 1.0],
-      "A4": [simple["uniformity_z"], simple["tolerance_z"], simple["linear_probe"],
-             min(r["uniformity_z"] for r in t["rows"]), max(r["tolerance_z"] for r in t["rows"]),
-             min(r["linear_probe"] for r in t["rows"])],
+      "A1": [*t["seeds"], *(x for tau in taus for x in cell(tau, "uniformity_z")), 0.1, 1.0, *cell(0.07, "uniformity_z"),
+             0.07, 0.1, 1, *ms(t_claims["uniformity"]["drop_tau0.1_minus_tau1"])],
+      "A2": [*t["seeds"], *(x for tau in taus for x in cell(tau, "tolerance_z")), 0.1, 1.0, *cell(0.07, "tolerance_z"),
+             0.07, 1, 0.1, *ms(t_claims["tolerance"]["rise_tau1_minus_tau0.1"])],
+      "A3": [*t["seeds"], *cell(0.1, "linear_probe"), 0.1, *cell(0.07, "linear_probe"), 0.07, *cell(1.0, "linear_probe"),
+             1, 0.07, *ms(t_claims["accuracy"]["peak_minus_end"]["0.07"]), 1, *ms(t_claims["accuracy"]["peak_minus_end"]["1"])],
+      "A4": [*t["seeds"], *ms(simple["uniformity_z"]), *ms(simple["tolerance_z"]), *ms(simple["linear_probe"]),
+             *(x for k in ("uniformity_nearest_minus_simple", "tolerance_simple_minus_nearest", "probe_nearest_minus_simple")
+               for x in ms(t_claims["simple"][k]))],
       "A5": [*hard_res["seeds"], 0.2, 0.5, 1.0, 0.1, *hard_cells(0.1, "uniformity_z"), 1.0, *hard_cells(1.0, "uniformity_z"),
              *hard_cells(0.1, "tolerance_z"), *hard_cells(1.0, "tolerance_z"),
              *hard_cells(0.1, "linear_probe"), *hard_cells(1.0, "linear_probe")],
@@ -471,7 +471,7 @@ def _json_seconds() -> dict[str, Callable[[], float]]:
     return j["case1_strong_augmentation"]["seconds"] + j["case2_implicit_regularisation"]["seconds"]
 
   return {
-      "Wang & Liu, temperature": lambda: sum(load("temperature")["seconds"].values()),
+      "Wang & Liu, temperature (3 seeds)": lambda: sum(load("temperature")["seconds"].values()),
       "Jing, 500 steps": lambda: load("dimensional_collapse")["seconds"],
       "Jing, 2000 steps": lambda: load("dimensional_collapse_2000")["seconds"],
       "non-contrastive, weight-decay part": lambda: load("noncontrastive")["seconds"],
