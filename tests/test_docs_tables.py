@@ -250,6 +250,8 @@ def status_expectations() -> dict[str, list[float]]:
   nc = {(r["method"], r["ema"]): r for r in load("noncontrastive")["rows"] if r["part"] == "ema"}
   ncl = {(r["method"], r["ema"]): r for r in load("noncontrastive_long")["rows"]}
   wd = {(r["kind"], r["weight_decay"]): r for r in load("noncontrastive")["rows"] if r["part"] == "wd"}
+  wds = load("noncontrastive_wd_seeded")["wd_seeded"]["cells"]
+  wd_pair = load("noncontrastive_wd_seeded")["wd_seeded"]["probe_cosine_minus_l2_at_max_wd"]
   methods = load("methods")
   paired = methods["paired"]["directpred_minus_byol"]
   hal = load("dynamics/halvagal")
@@ -353,9 +355,10 @@ def status_expectations() -> dict[str, list[float]]:
              bao["eigen_trajectories"]["rho"], bao["h"]],
       "F4": [*bpd["grid"], 100 * bpd["l2"]["agreement_with_theory"], 100 * bpd["cosine"]["agreement_with_theory"],
              100 * bpd["l2"]["collapsed_fraction"], 100 * bpd["cosine"]["collapsed_fraction"]],
-      "F5": [100.0, wd[("l2", 100.0)]["norm_z"], wd[("cosine", 100.0)]["norm_z"],
-             wd[("cosine", 30.0)]["effective_rank_z"], 30.0, wd[("cosine", 100.0)]["effective_rank_z"], 100.0,
-             100.0, wd[("cosine", 100.0)]["linear_probe"], wd[("l2", 100.0)]["linear_probe"]],
+      "F5": [0, 1, 2, 100.0, *ms(wds["l2_wd100"]["norm_z"]), *ms(wds["cosine_wd100"]["norm_z"]),
+             *ms(wds["cosine_wd30"]["effective_rank_z"]), 30.0, *ms(wds["cosine_wd100"]["effective_rank_z"]), 100.0,
+             100.0, *ms(wds["cosine_wd100"]["linear_probe"]), *ms(wds["l2_wd100"]["linear_probe"]),
+             *wd_pair["diffs"], *ms(wd_pair)],
   }
 
 
@@ -490,6 +493,7 @@ def _json_seconds() -> dict[str, Callable[[], float]]:
           lambda: sum(r["seconds"] for r in load("batch_size_robustness")["runs"]),
       "Wang & Liu, hard contrastive loss (seed 2)": lambda: load("hard_contrastive")["seconds"],
       "method table (issue 19; 16 methods, 23 runs)": lambda: load("methods")["total_seconds"],
+      "Bao in a network, seeded (3 seeds)": lambda: load("noncontrastive_wd_seeded")["seconds"],
   }
 
 
@@ -571,6 +575,20 @@ def test_dimensional_collapse_seeded_docs_table():
     assert r["test"]["n_images"] == 10_000
     assert r["test"]["collapsed_r"] == dc.collapsed_counts(r["test"]["spectrum_r"])
   assert res["claims"] == json.loads(json.dumps(dc.seeded_claims(res["rows"], res["seeds"])))
+
+
+def test_noncontrastive_wd_seeded_docs_table():
+  """Bao in a network, 3 seeds: the docs show noncontrastive.py's seeded table of the committed JSON,
+  whose summary is the script's summary of its per-seed rows."""
+  nc = _experiment("noncontrastive")
+  res = load("noncontrastive_wd_seeded")
+  seeds = res["wd_seeded"]["seeds"]
+  assert seeds == [0, 1, 2] and res["steps"] == 300 and res["probe_epochs"] == 10
+  rows = [r for r in res["rows"] if r["part"] == "wd"]
+  assert sorted((r["seed"], r["kind"], r["weight_decay"]) for r in rows) == sorted(
+      (s, k, w) for s in seeds for k in ("l2", "cosine") for w in (1.0, 3.0, 10.0, 30.0, 100.0))
+  assert res["wd_seeded"] == json.loads(json.dumps(nc.wd_seeded_summary(rows, seeds)))
+  _tables_in_docs_equal(nc.wd_seeded_table(res["wd_seeded"]), "noncontrastive_wd_seeded")
 
 
 def test_hard_contrastive_docs_table():
