@@ -249,7 +249,6 @@ def status_expectations() -> dict[str, list[float]]:
   inv = tian["invariant"].values()
   nc = {(r["method"], r["ema"]): r for r in load("noncontrastive")["rows"] if r["part"] == "ema"}
   ncl = {(r["method"], r["ema"]): r for r in load("noncontrastive_long")["rows"]}
-  wd = {(r["kind"], r["weight_decay"]): r for r in load("noncontrastive")["rows"] if r["part"] == "wd"}
   wds = load("noncontrastive_wd_seeded")["wd_seeded"]["cells"]
   wd_pair = load("noncontrastive_wd_seeded")["wd_seeded"]["probe_cosine_minus_l2_at_max_wd"]
   methods = load("methods")
