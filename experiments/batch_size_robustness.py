@@ -162,9 +162,9 @@ def table_lines(result: Mapping[str, Any]) -> list[str]:
       loss, b = key.rsplit("_b", 1)
       e, p = v["effective_rank_z"], v["linear_probe"]
       lines.append(f"| {budget} | {LABELS[loss]} | {b} | {', '.join(f'{d:+.2f}' for d in e['diffs'])} | {rc.pm(e)} | "
-                   f"{e['result'].replace('first', LABELS[loss]).replace('second', 'NT-Xent')} | "
+                   f"{rc.paired_label(e['result'], LABELS[loss], LABELS[BASE])} | "
                    f"{', '.join(f'{d:+.2f}' for d in p['diffs'])} | {rc.pm(p)} | "
-                   f"{p['result'].replace('first', LABELS[loss]).replace('second', 'NT-Xent')} |")
+                   f"{rc.paired_label(p['result'], LABELS[loss], LABELS[BASE])} |")
   images = (f"; under equal images seen the same rule gives {s['images']['rule']['verdict']}" if "images" in s
             else "; the equal-images budget was not run")
   lines += ["", f"**Verdict (equal steps): {s['verdict']}**{images} (rule: DHEL's and KCL's drop smaller than "

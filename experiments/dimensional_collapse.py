@@ -338,8 +338,7 @@ def main(argv=None):
     ap.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
   os.makedirs(args.out, exist_ok=True)
   if args.seeds is not None:
-    if len(set(args.seeds)) != len(args.seeds):
-      ap.error(f"--seeds: a seed is given twice: {args.seeds}")
+    rc.reject_repeated_seeds(ap, "--seeds", args.seeds)
     return run_seeded(args, variants, args.seeds)
   t0 = time.time()
 

@@ -192,9 +192,8 @@ def wd_seeded_table(summary: dict) -> list[str]:
   p = summary["probe_cosine_minus_l2_at_max_wd"]
   lines += ["", "| claim | holds in every seed |", "|---|---|"]
   lines += [f"| {k} | {rc.fmt(v)} |" for k, v in summary["holds_every_seed"].items()]
-  result = p["result"].replace("first", "cosine").replace("second", "L2")
   lines += ["", f"Linear probe, cosine − L2 at weight decay {summary['max_weight_decay']:g}, per seed "
-            f"{', '.join(f'{d:+.2f}' for d in p['diffs'])}: {rc.pm(p)} ({result})."]
+            f"{', '.join(f'{d:+.2f}' for d in p['diffs'])}: {rc.pm(p)} ({rc.paired_label(p['result'], 'cosine', 'L2')})."]
   return lines
 
 
@@ -259,8 +258,7 @@ def main(argv=None):
                   help="config.seed values of the wd part (default 0; several: mean ± sd and per-seed claims)")
   args = ap.parse_args(argv)
   rc.apply_quick(args)
-  if len(set(args.wd_seeds)) != len(args.wd_seeds) or not args.wd_seeds:
-    ap.error(f"--wd-seeds: give distinct seeds, got {args.wd_seeds}")
+  rc.reject_repeated_seeds(ap, "--wd-seeds", args.wd_seeds)
   args.methods = [m for m in args.methods.split(",") if m]
   parts = {p for p in args.parts.split(",") if p}
   if parts - {"ema", "wd"}:

@@ -40,11 +40,16 @@ def add_common_args(ap, *, steps: int, batch: int = 256, probe_epochs: int = 30)
                   help="smoke run: 16 steps, batch 32, 1 probe epoch, tiny 4/8-channel ConvNet")
 
 
+def reject_repeated_seeds(ap, flag: str, seeds: Sequence[int]) -> None:
+  """ap.error when a seed of `flag`'s list is given twice (it would train the same run twice)."""
+  if len(set(seeds)) != len(seeds):
+    ap.error(f"{flag}: a seed is given twice: {list(seeds)}")
+
+
 def resolve_seeds(ap, args) -> list[int]:
   """The --seeds of a seeded script: as given, else 0,1,2 (--quick: 0,1); ap.error on a repeated seed."""
   seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2])
-  if len(set(seeds)) != len(seeds):
-    ap.error(f"--seeds: a seed is given twice: {seeds}")
+  reject_repeated_seeds(ap, "--seeds", seeds)
   return list(seeds)
 
 
@@ -309,6 +314,11 @@ def paired_order(diffs: Sequence[float]) -> str:
   if one_sign and all_finite(st["mean"], st["sd"]) and abs(st["mean"]) > 2 * st["sd"]:
     return "first ahead" if st["mean"] > 0 else "second ahead"
   return "tie"
+
+
+def paired_label(result: str, first: str, second: str) -> str:
+  """paired_order's result with the two sides named: "<first> ahead", "<second> ahead" or "tie"."""
+  return {"first ahead": f"{first} ahead", "second ahead": f"{second} ahead"}.get(result, result)
 
 
 def paired(diffs: Sequence[float]) -> dict[str, Any]:
