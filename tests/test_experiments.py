@@ -114,7 +114,7 @@ def test_collapsed_dims_counts_the_spectrum_tail_and_drives_the_tail_claims():
   assert c["accuracy_mlp_beats_linear"] and c["directclr_r_not_collapsed"]
 
 
-def test_number_list_arguments_parse_and_reject_empty_or_non_numeric():
+def test_number_list_arguments_parse_and_reject_empty_or_non_numeric(capsys):
   import argparse
   import reproduce_common as rc
   assert rc.floats("1e-4, 0.5,") == [1e-4, 0.5] and rc.ints("32,64") == [32, 64]
@@ -125,6 +125,11 @@ def test_number_list_arguments_parse_and_reject_empty_or_non_numeric():
   with pytest.raises(SystemExit) as e:
     noncontrastive.main(["--parts", "wd", "--weight-decays", "", "--out", "/nonexistent/never-created"])
   assert e.value.code == 2
+  # A repeated seed would train the same sweeps twice: a usage error before anything is written.
+  with pytest.raises(SystemExit) as e:
+    noncontrastive.main(["--parts", "wd", "--wd-seeds", "0,1,0", "--out", "/nonexistent/never-created"])
+  assert e.value.code == 2
+  assert "a seed is given twice: [0, 1, 0]" in capsys.readouterr().err
 
 
 def _selection_rows():
